@@ -1,0 +1,20 @@
+# Turns every lib/graphql/*.graphql file into a C string constant
+# wbs_doc_<name> in graphql_docs.h, so the documents stay readable files.
+# Comment lines (starting with '#') are left out of the strings.
+file(GLOB docs "${SRC}/*.graphql")
+list(SORT docs)
+set(out "/* Generated from the lib/graphql documents by embed.cmake: do not edit. */\n")
+string(APPEND out "#ifndef WBS_GRAPHQL_DOCS_H\n#define WBS_GRAPHQL_DOCS_H\n")
+foreach(doc ${docs})
+  get_filename_component(name "${doc}" NAME_WE)
+  file(READ "${doc}" text)
+  string(REGEX REPLACE "(^|\n)#[^\n]*" "" text "${text}")
+  string(REGEX REPLACE "^\n+" "" text "${text}")
+  string(REPLACE "\\" "\\\\" text "${text}")
+  string(REPLACE "\"" "\\\"" text "${text}")
+  string(REPLACE "\n" "\\n\"\n\t\"" text "${text}")
+  string(APPEND out "\nstatic const char wbs_doc_${name}[] =\n\t\"${text}\";\n")
+endforeach()
+string(APPEND out "\n#endif\n")
+file(WRITE "${OUT}.tmp" "${out}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different "${OUT}.tmp" "${OUT}")
