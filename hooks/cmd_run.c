@@ -1,0 +1,612 @@
+/* The run commands: create, status, start, preempting, heartbeat, requeue, fail, finish, wait. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "wbsched/cleanup.h"
+#include "wbsched/client.h"
+#include "wbsched/error.h"
+#include "wbsched/log.h"
+#include "wbsched/run.h"
+#include "wbsched/runid.h"
+#include "wbsched/state.h"
+
+#include "hook.h"
+
+#define MAX_COUNT 100000
+
+static int parse_long(const char *s, long min, long max, long *ret)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+/* Parses seconds with an optional fraction ("2", "0.5") into milliseconds. */
+static int parse_seconds(const char *s, long *ret_ms)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0) || v > 31536000.0)
+		return -EINVAL;
+	*ret_ms = (long)(v * 1000.0 + 0.5);
+	return 0;
+}
+
+/* Writes @s quoted for a POSIX shell: 'it'\''s'. */
+static void print_shell_quoted(const char *s)
+{
+	putchar('\'');
+	for (; *s; s++) {
+		if (*s == '\'')
+			fputs("'\\''", stdout);
+		else
+			putchar(*s);
+	}
+	putchar('\'');
+}
+
+static void print_export(const char *name, const char *value)
+{
+	if (!value)
+		return;
+	printf("export %s=", name);
+	print_shell_quoted(value);
+	putchar('\n');
+}
+
+static void print_info(const struct hook_ctx *ctx, const struct wbs_run_info *info)
+{
+	_cleanup_free_ char *path = wbs_run_path(info->entity, info->project, info->id);
+	_cleanup_json_ struct json_object *o = NULL;
+
+	if (!ctx->json) {
+		printf("%s %s\n", path ? path : "?", info->exists ? info->state : "not-started");
+		return;
+	}
+	o = json_object_new_object();
+	if (!o)
+		return;
+#define ADD_STR(k, v) json_object_object_add(o, k, (v) ? json_object_new_string(v) : NULL)
+	ADD_STR("path", path);
+	ADD_STR("entity", info->entity);
+	ADD_STR("project", info->project);
+	ADD_STR("id", info->id);
+	json_object_object_add(o, "exists", json_object_new_boolean(info->exists));
+	ADD_STR("state", info->state);
+	ADD_STR("storage_id", info->storage_id);
+	ADD_STR("display_name", info->display_name);
+	ADD_STR("group", info->group);
+	ADD_STR("job_type", info->job_type);
+	ADD_STR("heartbeat_at", info->heartbeat_at);
+	json_object_object_add(o, "exitcode",
+			       info->has_exitcode ? json_object_new_int64(info->exitcode) : NULL);
+#undef ADD_STR
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+						       JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* Splits "a,b,,c" into words (empty ones dropped); the array borrows @s. */
+static size_t split_tags(char *s, const char **ret, size_t max)
+{
+	size_t n = 0;
+
+	for (char *save = NULL, *t = strtok_r(s, ",", &save); t && n < max;
+	     t = strtok_r(NULL, ",", &save))
+		if (*t)
+			ret[n++] = t;
+	return n;
+}
+
+/* ---- create ------------------------------------------------------------ */
+
+int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "state", required_argument, NULL, 's' },
+		{ "id", required_argument, NULL, 'i' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "job-type", required_argument, NULL, 'j' },
+		{ "tags", required_argument, NULL, 't' },
+		{ "notes", required_argument, NULL, 'N' },
+		{ "config-json", required_argument, NULL, 'c' },
+		{ "count", required_argument, NULL, 'C' },
+		{ "export", no_argument, NULL, 'e' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct wbs_run_spec base = { .state = "pending" };
+	_cleanup_json_ struct json_object *config = NULL;
+	_cleanup_free_ char *tags_copy = NULL;
+	_cleanup_free_ struct wbs_run_spec *specs = NULL;
+	_cleanup_free_ struct wbs_run_info *infos = NULL;
+	_cleanup_free_ char *ids = NULL;
+	const char *tags[64], *tags_arg = NULL;
+	char generated[WBS_RUN_ID_LEN + 1];
+	struct wbs_error err = { 0 };
+	struct wbs_client *client;
+	bool export = false;
+	long count = 0;
+	int opt, ret;
+
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's':
+			if (strcmp(optarg, "pending") != 0 && strcmp(optarg, "running") != 0)
+				return hook_usage_error("create",
+							"invalid --state '%s': expected pending or running",
+							optarg);
+			base.state = optarg;
+			break;
+		case 'i':
+			if (wbs_run_id_validate(optarg, &err) < 0)
+				return hook_usage_error("create", "--id: %s", err.msg);
+			base.id = optarg;
+			break;
+		case 'n':
+			base.display_name = optarg;
+			break;
+		case 'g':
+			base.group = optarg;
+			break;
+		case 'j':
+			base.job_type = optarg;
+			break;
+		case 't':
+			tags_arg = optarg;
+			free(tags_copy);
+			tags_copy = strdup(optarg);
+			if (!tags_copy)
+				return HOOK_EXIT_FAILED;
+			base.tags = tags;
+			base.n_tags = split_tags(tags_copy, tags, ELEMENTSOF(tags));
+			break;
+		case 'N':
+			base.notes = optarg;
+			break;
+		case 'c':
+			json_object_put(config);
+			config = json_tokener_parse(optarg);
+			if (!config || !json_object_is_type(config, json_type_object))
+				return hook_usage_error("create",
+							"invalid --config-json: expected a JSON object such as '{\"lr\": 0.1}'");
+			base.config = config;
+			break;
+		case 'C':
+			if (parse_long(optarg, 1, MAX_COUNT, &count) < 0)
+				return hook_usage_error("create",
+							"invalid --count '%s': expected a whole number from 1 to %d",
+							optarg, MAX_COUNT);
+			break;
+		case 'e':
+			export = true;
+			break;
+		case 'h':
+			hook_print_usage("create");
+			return HOOK_EXIT_OK;
+		default:
+			return hook_usage_error("create", "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return hook_usage_error("create", "unexpected argument '%s'", argv[optind]);
+	if (export && count > 0)
+		return hook_usage_error("create", "--export names one run and cannot go with --count");
+	if (!base.id) {
+		if (wbs_run_id_generate(generated, &err) < 0)
+			return hook_fail(ctx, err.code, &err);
+		base.id = generated;
+	}
+
+	/* --count N: runs ID-0 ... ID-(N-1), grouped under ID unless --group says otherwise. */
+	specs = calloc(count ? (size_t)count : 1, sizeof(*specs));
+	infos = calloc(count ? (size_t)count : 1, sizeof(*infos));
+	ids = calloc(count ? (size_t)count : 1, WBS_RUN_ID_MAX_LEN + 16);
+	if (!specs || !infos || !ids)
+		return HOOK_EXIT_FAILED;
+	if (count == 0) {
+		specs[0] = base;
+	} else {
+		if (strlen(base.id) + 7 > WBS_RUN_ID_MAX_LEN)
+			return hook_usage_error("create", "--id '%s' is too long for --count ids",
+						base.id);
+		for (long i = 0; i < count; i++) {
+			char *id = ids + (size_t)i * (WBS_RUN_ID_MAX_LEN + 16);
+
+			(void)snprintf(id, WBS_RUN_ID_MAX_LEN + 16, "%s-%ld", base.id, i);
+			specs[i] = base;
+			specs[i].id = id;
+			if (!base.group)
+				specs[i].group = base.id;
+		}
+	}
+
+	ret = hook_client(ctx, &client);
+	if (ret != 0)
+		return ret;
+	ret = wbs_run_create(client, ctx->cfg.entity, wbs_config_project(&ctx->cfg), specs,
+			     count ? (size_t)count : 1, infos, &err);
+	if (ret == 0 && export) {
+		print_export("WANDB_RUN_ID", infos[0].id);
+		print_export("WANDB_RESUME", "allow");
+		print_export("WANDB_PROJECT", infos[0].project);
+		print_export("WANDB_ENTITY", infos[0].entity);
+		print_export("WANDB_RUN_GROUP", base.group);
+		print_export("WANDB_NAME", base.display_name);
+		print_export("WANDB_JOB_TYPE", base.job_type);
+		print_export("WANDB_NOTES", base.notes);
+		print_export("WANDB_TAGS", base.n_tags ? tags_arg : NULL);
+	} else if (ret == 0) {
+		for (size_t i = 0; i < (count ? (size_t)count : 1); i++) {
+			if (ctx->json) {
+				print_info(ctx, &infos[i]);
+			} else {
+				_cleanup_free_ char *path =
+					wbs_run_path(infos[i].entity, infos[i].project, infos[i].id);
+				puts(path ? path : "?");
+			}
+		}
+	}
+	for (size_t i = 0; i < (count ? (size_t)count : 1); i++)
+		wbs_run_info_release(&infos[i]);
+	return ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
+}
+
+/* ---- status ------------------------------------------------------------ */
+
+/* Parses RUN arguments (or the WANDB_* run when there are none). */
+static int parse_runs(struct hook_ctx *ctx, const char *cmd, int argc, char **argv,
+		      struct wbs_run_ref **ret_refs, size_t *ret_n)
+{
+	size_t n = argc > 0 ? (size_t)argc : 1;
+	struct wbs_run_ref *refs = calloc(n, sizeof(*refs));
+	struct wbs_error err = { 0 };
+
+	if (!refs)
+		return HOOK_EXIT_FAILED;
+	for (size_t i = 0; i < n; i++) {
+		if (wbs_run_ref_parse(argc > 0 ? argv[i] : NULL, &ctx->cfg, &refs[i], &err) < 0) {
+			for (size_t k = 0; k < n; k++)
+				wbs_run_ref_release(&refs[k]);
+			free(refs);
+			return hook_usage_error(cmd, "%s", err.msg);
+		}
+	}
+	*ret_refs = refs;
+	*ret_n = n;
+	return 0;
+}
+
+static void free_runs(struct wbs_run_ref *refs, struct wbs_run_info *infos, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (refs)
+			wbs_run_ref_release(&refs[i]);
+		if (infos)
+			wbs_run_info_release(&infos[i]);
+	}
+	free(refs);
+	free(infos);
+}
+
+/* Options of commands that take only --help (and maybe a few more). */
+struct run_opts {
+	const char *reason;
+	long exit_code;
+	bool has_exit_code;
+};
+
+static int parse_run_opts(const char *cmd, int argc, char **argv, bool reason, bool exit_code,
+			  struct run_opts *ret)
+{
+	static const struct option opts[] = {
+		{ "reason", required_argument, NULL, 'r' },
+		{ "exit-code", required_argument, NULL, 'x' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int opt;
+
+	*ret = (struct run_opts){ .exit_code = -1 };
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		if (opt == 'r' && reason) {
+			ret->reason = optarg;
+		} else if (opt == 'x' && exit_code) {
+			if (parse_long(optarg, 0, 255, &ret->exit_code) < 0)
+				return hook_usage_error(cmd,
+							"invalid --exit-code '%s': expected a whole number from 0 to 255",
+							optarg);
+			ret->has_exit_code = true;
+		} else if (opt == 'h') {
+			hook_print_usage(cmd);
+			return -1;
+		} else {
+			return hook_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	return 0;
+}
+
+int cmd_status(struct hook_ctx *ctx, int argc, char **argv)
+{
+	struct wbs_run_ref *refs = NULL;
+	struct wbs_run_info *infos = NULL;
+	struct wbs_error err = { 0 };
+	struct wbs_client *client;
+	struct run_opts o;
+	size_t n = 0;
+	int ret;
+
+	ret = parse_run_opts("status", argc, argv, false, false, &o);
+	if (ret != 0)
+		return ret < 0 ? HOOK_EXIT_OK : ret;
+	ret = parse_runs(ctx, "status", argc - optind, argv + optind, &refs, &n);
+	if (ret != 0)
+		return ret;
+	infos = calloc(n, sizeof(*infos));
+	ret = infos ? hook_client(ctx, &client) : HOOK_EXIT_FAILED;
+	if (ret == 0) {
+		ret = wbs_run_read(client, refs, n, infos, &err);
+		if (ret == 0)
+			for (size_t i = 0; i < n; i++)
+				print_info(ctx, &infos[i]);
+		ret = ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
+	}
+	free_runs(refs, infos, n);
+	return ret;
+}
+
+/* ---- state changes ----------------------------------------------------- */
+
+enum change {
+	CHANGE_START,
+	CHANGE_PREEMPTING,
+	CHANGE_HEARTBEAT,
+	CHANGE_REQUEUE,
+	CHANGE_FAIL,
+	CHANGE_FINISH,
+};
+
+static const struct {
+	const char *cmd;
+	bool reason;
+	bool exit_code;
+} changes[] = {
+	[CHANGE_START] = { "start", false, false },
+	[CHANGE_PREEMPTING] = { "preempting", false, false },
+	[CHANGE_HEARTBEAT] = { "heartbeat", false, false },
+	[CHANGE_REQUEUE] = { "requeue", true, false },
+	[CHANGE_FAIL] = { "fail", true, true },
+	[CHANGE_FINISH] = { "finish", false, true },
+};
+
+static int change_state(struct hook_ctx *ctx, enum change what, int argc, char **argv)
+{
+	const char *cmd = changes[what].cmd;
+	struct wbs_run_ref *refs = NULL;
+	struct wbs_run_info info = { 0 };
+	struct wbs_error err = { 0 };
+	struct wbs_client *client;
+	struct run_opts o;
+	size_t n = 0;
+	int ret;
+
+	ret = parse_run_opts(cmd, argc, argv, changes[what].reason, changes[what].exit_code, &o);
+	if (ret != 0)
+		return ret < 0 ? HOOK_EXIT_OK : ret;
+	if (argc - optind > 1)
+		return hook_usage_error(cmd, "takes one run, got %d", argc - optind);
+	ret = parse_runs(ctx, cmd, argc - optind, argv + optind, &refs, &n);
+	if (ret != 0)
+		return ret;
+	ret = hook_client(ctx, &client);
+	if (ret != 0)
+		goto out;
+
+	switch (what) {
+	case CHANGE_START:
+		ret = wbs_run_start(client, refs, &info, &err);
+		break;
+	case CHANGE_PREEMPTING:
+		ret = wbs_run_preempting(client, refs, &info, &err);
+		break;
+	case CHANGE_HEARTBEAT:
+		ret = wbs_run_heartbeat(client, refs, &err);
+		break;
+	case CHANGE_REQUEUE:
+		ret = wbs_run_requeue(client, refs, o.reason, &info, &err);
+		break;
+	case CHANGE_FAIL:
+		ret = wbs_run_fail(client, refs, o.reason, (int)o.exit_code, &info, &err);
+		break;
+	case CHANGE_FINISH:
+		ret = wbs_run_finish(client, refs, o.has_exit_code ? (int)o.exit_code : 0, &info,
+				     &err);
+		break;
+	}
+	if (ret < 0) {
+		ret = hook_fail(ctx, ret, &err);
+		goto out;
+	}
+	if (info.left_alone) {
+		_cleanup_free_ char *path = wbs_run_path(info.entity, info.project, info.id);
+
+		wbs_log(WBS_LOG_NOTICE, "run '%s' is already %s; left as is", path ? path : "?",
+			info.state);
+	}
+	if (what != CHANGE_HEARTBEAT)
+		print_info(ctx, &info);
+	ret = HOOK_EXIT_OK;
+out:
+	wbs_run_info_release(&info);
+	free_runs(refs, NULL, n);
+	return ret;
+}
+
+int cmd_start(struct hook_ctx *ctx, int argc, char **argv)
+{
+	return change_state(ctx, CHANGE_START, argc, argv);
+}
+
+int cmd_preempting(struct hook_ctx *ctx, int argc, char **argv)
+{
+	return change_state(ctx, CHANGE_PREEMPTING, argc, argv);
+}
+
+int cmd_heartbeat(struct hook_ctx *ctx, int argc, char **argv)
+{
+	return change_state(ctx, CHANGE_HEARTBEAT, argc, argv);
+}
+
+int cmd_requeue(struct hook_ctx *ctx, int argc, char **argv)
+{
+	return change_state(ctx, CHANGE_REQUEUE, argc, argv);
+}
+
+int cmd_fail(struct hook_ctx *ctx, int argc, char **argv)
+{
+	return change_state(ctx, CHANGE_FAIL, argc, argv);
+}
+
+int cmd_finish(struct hook_ctx *ctx, int argc, char **argv)
+{
+	return change_state(ctx, CHANGE_FINISH, argc, argv);
+}
+
+/* ---- wait -------------------------------------------------------------- */
+
+struct progress {
+	bool tty;
+	char **last; /* the state last reported per run */
+};
+
+static void show_progress(void *userdata, const struct wbs_run_info *infos, size_t n,
+			  bool changed)
+{
+	struct progress *p = userdata;
+	size_t counts[3] = { 0 }; /* not started or alive, finished, failed */
+
+	for (size_t i = 0; i < n; i++) {
+		const char *state = infos[i].exists ? infos[i].state : "not-started";
+
+		if (!wbs_run_state_is_terminal(state))
+			counts[0]++;
+		else if (wbs_run_state_is_failure(state))
+			counts[2]++;
+		else
+			counts[1]++;
+		if (!p->tty && (!p->last[i] || strcmp(p->last[i], state) != 0)) {
+			_cleanup_free_ char *path =
+				wbs_run_path(infos[i].entity, infos[i].project, infos[i].id);
+			fprintf(stderr, "wbsched: %s: %s\n", path ? path : "?", state);
+		}
+		free(p->last[i]);
+		p->last[i] = strdup(state);
+	}
+	if (p->tty)
+		fprintf(stderr, "\r\033[Kwbsched: waiting for %zu run%s: %zu to go, %zu finished, %zu failed",
+			n, n == 1 ? "" : "s", counts[0], counts[1], counts[2]);
+	(void)changed;
+}
+
+int cmd_wait(struct hook_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "timeout", required_argument, NULL, 't' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct wbs_wait_opts wo = { .timeout_ms = -1, .interval_ms = 2000, .max_interval_ms = 30000 };
+	struct progress prog = { .tty = isatty(STDERR_FILENO) == 1 };
+	struct wbs_run_ref *refs = NULL;
+	struct wbs_run_info *infos = NULL;
+	struct wbs_error err = { 0 };
+	struct wbs_client *client;
+	size_t n = 0;
+	int opt, ret;
+
+	/* Options may come after the runs: "wait RUN... --timeout 60". */
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 't':
+			if (parse_seconds(optarg, &wo.timeout_ms) < 0)
+				return hook_usage_error("wait",
+							"invalid --timeout '%s': expected seconds", optarg);
+			break;
+		case 'i':
+			if (parse_seconds(optarg, &wo.interval_ms) < 0 || wo.interval_ms < 100)
+				return hook_usage_error("wait",
+							"invalid --interval '%s': expected seconds, at least 0.1",
+							optarg);
+			if (wo.interval_ms > wo.max_interval_ms)
+				wo.max_interval_ms = wo.interval_ms;
+			break;
+		case 'h':
+			hook_print_usage("wait");
+			return HOOK_EXIT_OK;
+		default:
+			return hook_usage_error("wait", "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return hook_usage_error("wait", "no run given");
+	ret = parse_runs(ctx, "wait", argc - optind, argv + optind, &refs, &n);
+	if (ret != 0)
+		return ret;
+	infos = calloc(n, sizeof(*infos));
+	prog.last = calloc(n, sizeof(*prog.last));
+	ret = infos && prog.last ? hook_client(ctx, &client) : HOOK_EXIT_FAILED;
+	if (ret != 0)
+		goto out;
+
+	ret = wbs_run_wait(client, refs, n, &wo, ctx->quiet ? NULL : show_progress, &prog, infos,
+			   &err);
+	if (prog.tty && !ctx->quiet)
+		fputc('\n', stderr);
+	if (ret == -ETIMEDOUT) {
+		wbs_err("wait: %s", err.msg);
+		ret = HOOK_EXIT_TIMEOUT;
+	} else if (ret < 0) {
+		ret = hook_fail(ctx, ret, &err);
+	} else {
+		ret = HOOK_EXIT_OK;
+		for (size_t i = 0; i < n; i++) {
+			if (wbs_run_state_is_failure(infos[i].state)) {
+				_cleanup_free_ char *path =
+					wbs_run_path(infos[i].entity, infos[i].project, infos[i].id);
+				wbs_err("run '%s' ended %s", path ? path : "?", infos[i].state);
+				ret = HOOK_EXIT_FAILED;
+			}
+		}
+	}
+	if (ctx->json)
+		for (size_t i = 0; i < n; i++)
+			print_info(ctx, &infos[i]);
+out:
+	if (prog.last)
+		for (size_t i = 0; i < n; i++)
+			free(prog.last[i]);
+	free(prog.last);
+	free_runs(refs, infos, n);
+	return ret;
+}

@@ -1,0 +1,448 @@
+/*
+ * wbsched against the W&B emulator over real HTTP: every run command moves or
+ * reads a run exactly as W&B's state rules say, with the documented exit codes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <json-c/json.h>
+
+#include "harness.h"
+
+static struct emu emu;
+
+static void setup(void)
+{
+	emu_start(&emu);
+}
+
+static void teardown(void)
+{
+	emu_stop(&emu);
+}
+
+TestSuite(cli, .init = setup, .fini = teardown, .timeout = 60);
+
+#define RUN "emu-user/proj/run1"
+
+static void assert_states(const char *path, const char *expected)
+{
+	char *states = emu_run_states(&emu, path);
+
+	cr_assert_str_eq(states, expected);
+	free(states);
+}
+
+static void run_ok(const char *const *argv)
+{
+	struct cli_result r;
+
+	cli_run(&emu, NULL, argv, &r);
+	cr_assert_eq(r.status, 0, "wbsched %s exited %d: %s", argv[0], r.status, r.err);
+	cli_result_release(&r);
+}
+
+#define OK(...) run_ok((const char *const[]){ __VA_ARGS__, NULL })
+
+Test(cli, create_makes_a_pending_run_and_prints_its_path)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "--project", "proj", "create", "--id", "run1", "--name", "train",
+	    "--group", "g", "--job-type", "train", "--tags", "a,b", "--notes", "hello",
+	    "--config-json", "{\"lr\":0.1}");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, RUN "\n");
+	assert_states(RUN, "pending");
+
+	struct json_object *run = emu_get(&emu, "/_emu/run?path=" RUN), *v;
+	cr_assert(json_object_object_get_ex(run, "displayName", &v));
+	cr_assert_str_eq(json_object_get_string(v), "train");
+	cr_assert(json_object_object_get_ex(run, "group", &v));
+	cr_assert_str_eq(json_object_get_string(v), "g");
+	cr_assert(json_object_object_get_ex(run, "tags", &v));
+	cr_assert_eq(json_object_array_length(v), 2);
+	cr_assert(json_object_object_get_ex(run, "config", &v));
+	/* the SDK's wrapped form */
+	cr_assert_str_eq(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN),
+			 "{\"lr\":{\"value\":0.1,\"desc\":null}}");
+	json_object_put(run);
+	cli_result_release(&r);
+}
+
+Test(cli, create_is_idempotent_for_one_run_id)
+{
+	OK("--project", "proj", "create", "--id", "run1");
+	OK("--project", "proj", "create", "--id", "run1");
+	struct json_object *runs = emu_get(&emu, "/_emu/runs"), *list;
+	cr_assert(json_object_object_get_ex(runs, "runs", &list));
+	cr_assert_eq(json_object_array_length(list), 1);
+	json_object_put(runs);
+	assert_states(RUN, "pending");
+}
+
+Test(cli, create_generates_an_8_character_id)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "--project", "proj", "create");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	const char *id = strrchr(r.out, '/') + 1;
+	cr_assert_eq(strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789"), 8);
+	cr_assert_str_eq(id + 8, "\n");
+	cli_result_release(&r);
+}
+
+Test(cli, create_export_prints_lines_for_eval)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "--project", "proj", "create", "--id", "run1", "--export", "--name",
+	    "it's", "--group", "g", "--tags", "x,y");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, "export WANDB_RUN_ID='run1'\n"
+				"export WANDB_RESUME='allow'\n"
+				"export WANDB_PROJECT='proj'\n"
+				"export WANDB_ENTITY='emu-user'\n"
+				"export WANDB_RUN_GROUP='g'\n"
+				"export WANDB_NAME='it'\\''s'\n"
+				"export WANDB_TAGS='x,y'\n");
+	cli_result_release(&r);
+}
+
+Test(cli, create_count_makes_array_runs_in_batched_requests)
+{
+	struct cli_result r;
+	int before = emu_request_count(&emu);
+
+	CLI(&emu, &r, "--project", "proj", "create", "--id", "arr", "--count", "250");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "emu-user/proj/arr-0\n") == r.out);
+	cr_assert_not_null(strstr(r.out, "emu-user/proj/arr-249\n"));
+	/* 250 runs, 100 per request */
+	cr_assert_eq(emu_request_count(&emu) - before, 3);
+	assert_states("emu-user/proj/arr-249", "pending");
+	struct json_object *run = emu_get(&emu, "/_emu/run?path=emu-user/proj/arr-7"), *v;
+	cr_assert(json_object_object_get_ex(run, "group", &v));
+	cr_assert_str_eq(json_object_get_string(v), "arr");
+	json_object_put(run);
+	cli_result_release(&r);
+}
+
+Test(cli, start_moves_pending_to_running)
+{
+	OK("--project", "proj", "create", "--id", "run1");
+	OK("--project", "proj", "start", "run1");
+	assert_states(RUN, "pending,running");
+}
+
+Test(cli, start_takes_the_run_from_the_environment)
+{
+	struct cli_result r;
+	const char *env[] = { "WANDB_RUN_ID=run1", "WANDB_PROJECT=proj", "WANDB_ENTITY=emu-user",
+			      NULL };
+
+	cli_run(&emu, env, (const char *const[]){ "start", NULL }, &r);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, RUN " running\n");
+	assert_states(RUN, "running");
+	cli_result_release(&r);
+}
+
+Test(cli, preempting_then_finish_non_zero_is_preempted)
+{
+	OK("--project", "proj", "create", "--id", "run1");
+	OK("--project", "proj", "start", "run1");
+	OK("--project", "proj", "preempting", "run1");
+	OK("--project", "proj", "finish", "--exit-code", "143", "run1");
+	assert_states(RUN, "pending,running,preempting,preempted");
+}
+
+Test(cli, finish_zero_is_finished_and_non_zero_is_failed)
+{
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	OK("--project", "proj", "finish", "run1");
+	assert_states(RUN, "running,finished");
+	OK("--project", "proj", "create", "--id", "run2", "--state", "running");
+	OK("--project", "proj", "finish", "--exit-code", "3", "run2");
+	assert_states("emu-user/proj/run2", "running,failed");
+}
+
+Test(cli, finish_leaves_a_run_the_sdk_finished_alone)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	json_object_put(emu_post(&emu, "/_emu/set", "{\"path\":\"" RUN "\",\"state\":\"finished\"}"));
+	CLI(&emu, &r, "--project", "proj", "finish", "--exit-code", "1", "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "already finished"), "%s", r.err);
+	assert_states(RUN, "running,finished");
+	CLI(&emu, &r, "--project", "proj", "fail", "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	assert_states(RUN, "running,finished");
+	cli_result_release(&r);
+}
+
+Test(cli, fail_marks_running_failed_with_the_reason_in_the_summary)
+{
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	OK("--project", "proj", "fail", "--reason", "time limit", "--exit-code", "15", "run1");
+	assert_states(RUN, "running,failed");
+	struct json_object *run = emu_get(&emu, "/_emu/run?path=" RUN), *summary, *v;
+	cr_assert(json_object_object_get_ex(run, "summary", &summary));
+	cr_assert(json_object_object_get_ex(summary, "wbsched/reason", &v));
+	cr_assert_str_eq(json_object_get_string(v), "time limit");
+	cr_assert(json_object_object_get_ex(summary, "wbsched/exit_code", &v));
+	cr_assert_eq(json_object_get_int(v), 15);
+	json_object_put(run);
+}
+
+Test(cli, fail_of_a_missing_run_creates_it_failed)
+{
+	OK("--project", "proj", "fail", "--reason", "cancelled", "run1");
+	assert_states(RUN, "failed");
+}
+
+Test(cli, requeue_keeps_one_run_across_restarts)
+{
+	OK("--project", "proj", "create", "--id", "run1");
+	OK("--project", "proj", "start", "run1");
+	OK("--project", "proj", "preempting", "run1");
+	OK("--project", "proj", "requeue", "--reason", "preempted", "run1");
+	OK("--project", "proj", "start", "run1");
+	OK("--project", "proj", "finish", "run1");
+	assert_states(RUN, "pending,running,preempting,preempted,pending,running,finished");
+}
+
+Test(cli, requeue_of_a_finished_run_is_refused_plainly)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	OK("--project", "proj", "finish", "run1");
+	CLI(&emu, &r, "--project", "proj", "requeue", "run1");
+	cr_assert_eq(r.status, 1);
+	cr_assert_not_null(strstr(r.err, "cannot move run 'emu-user/proj/run1' from finished to pending"),
+			   "%s", r.err);
+	assert_states(RUN, "running,finished");
+	cli_result_release(&r);
+}
+
+Test(cli, a_refused_transition_from_the_server_is_shown_as_is)
+{
+	struct cli_result r;
+
+	/* Our check passes (running -> pending), then the server has moved on. */
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	emu_fault(&emu, "{\"operation\":\"UpdateRunState\",\"graphql_error\":\"invalid state transition from finished to pending\"}");
+	CLI(&emu, &r, "--project", "proj", "requeue", "run1");
+	cr_assert_eq(r.status, 1);
+	cr_assert_not_null(strstr(r.err, "invalid state transition from finished to pending"),
+			   "%s", r.err);
+	cli_result_release(&r);
+}
+
+Test(cli, requeue_falls_back_when_the_server_lacks_update_run_state)
+{
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	json_object_put(emu_post(&emu, "/_emu/config", "{\"features\":{\"UPDATE_RUN_STATE\":false}}"));
+	OK("--project", "proj", "requeue", "run1");
+	assert_states(RUN, "running,pending");
+}
+
+Test(cli, heartbeat_moves_pending_to_running)
+{
+	OK("--project", "proj", "create", "--id", "run1");
+	OK("--project", "proj", "heartbeat", "run1");
+	assert_states(RUN, "pending,running");
+}
+
+Test(cli, preempting_a_missing_run_says_so)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "--project", "proj", "preempting", "nope");
+	cr_assert_eq(r.status, 1);
+	cr_assert_str_eq(r.err, "wbsched: W&B has no run 'emu-user/proj/nope'\n");
+	cli_result_release(&r);
+}
+
+Test(cli, status_reads_many_runs_in_one_request)
+{
+	struct cli_result r;
+	int before;
+
+	OK("--project", "proj", "create", "--id", "a");
+	OK("--project", "proj", "create", "--id", "b", "--state", "running");
+	before = emu_request_count(&emu);
+	CLI(&emu, &r, "status", "emu-user/proj/a", "proj/b", "emu-user/other/c");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, "emu-user/proj/a pending\n"
+				"emu-user/proj/b running\n"
+				"emu-user/other/c not-started\n");
+	cr_assert_eq(emu_request_count(&emu) - before, 1);
+	cli_result_release(&r);
+}
+
+Test(cli, status_json_prints_one_object_per_run)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "run1");
+	CLI(&emu, &r, "--json", "status", RUN);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	struct json_object *o = json_tokener_parse(r.out), *v;
+	cr_assert_not_null(o, "%s", r.out);
+	cr_assert(json_object_object_get_ex(o, "state", &v));
+	cr_assert_str_eq(json_object_get_string(v), "pending");
+	cr_assert(json_object_object_get_ex(o, "path", &v));
+	cr_assert_str_eq(json_object_get_string(v), RUN);
+	json_object_put(o);
+	cli_result_release(&r);
+}
+
+Test(cli, wait_returns_0_when_all_runs_finish)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "a", "--state", "running");
+	OK("--project", "proj", "finish", "a");
+	OK("--project", "proj", "create", "--id", "b", "--state", "running");
+	OK("--project", "proj", "finish", "b");
+	CLI(&emu, &r, "wait", "emu-user/proj/a", "emu-user/proj/b", "--interval", "0.2");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "wbsched: emu-user/proj/a: finished\n"), "%s", r.err);
+	cli_result_release(&r);
+}
+
+Test(cli, wait_returns_1_naming_the_run_that_was_preempted)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "a", "--state", "running");
+	OK("--project", "proj", "create", "--id", "b", "--state", "running");
+	OK("--project", "proj", "preempting", "b");
+	OK("--project", "proj", "finish", "--exit-code", "143", "b");
+	CLI(&emu, &r, "wait", "proj/a", "proj/b", "--interval", "0.2", "--timeout", "10");
+	cr_assert_eq(r.status, 1, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "run 'emu-user/proj/b' ended preempted"), "%s", r.err);
+	cli_result_release(&r);
+}
+
+Test(cli, wait_times_out_with_2_on_a_run_that_never_starts)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "wait", "proj/never", "--interval", "0.2", "--timeout", "1");
+	cr_assert_eq(r.status, 2, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "emu-user/proj/never: not-started"), "%s", r.err);
+	cr_assert_geq(r.elapsed_ms, 900);
+	cr_assert_lt(r.elapsed_ms, 5000);
+	cli_result_release(&r);
+}
+
+Test(cli, usage_errors_exit_64)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "frobnicate");
+	cr_assert_eq(r.status, 64);
+	cr_assert_str_eq(r.err, "wbsched: unknown command 'frobnicate' (see wbsched --help)\n");
+	cli_result_release(&r);
+	CLI(&emu, &r, "create", "--state", "finished");
+	cr_assert_eq(r.status, 64);
+	cr_assert_str_eq(r.err, "wbsched: create: invalid --state 'finished': expected pending or running\n");
+	cli_result_release(&r);
+	CLI(&emu, &r, "status", "a/b/c/d");
+	cr_assert_eq(r.status, 64);
+	cr_assert_str_eq(r.err, "wbsched: status: invalid run path 'a/b/c/d': expected ENTITY/PROJECT/RUN_ID\n");
+	cli_result_release(&r);
+	CLI(&emu, &r, "finish", "--exit-code", "300", "x");
+	cr_assert_eq(r.status, 64);
+	cli_result_release(&r);
+}
+
+Test(cli, a_wrong_key_exits_77_without_showing_it)
+{
+	struct cli_result r;
+	const char *env[] = { "WANDB_API_KEY=wrongwrongwrongwrongwrongwrongwrongwrong42", NULL };
+
+	cli_run(&emu, env, (const char *const[]){ "--project", "proj", "create", NULL }, &r);
+	cr_assert_eq(r.status, 77, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "W&B refused the API key (HTTP 401"), "%s", r.err);
+	cr_assert_null(strstr(r.err, "wrongwrong"));
+	cli_result_release(&r);
+}
+
+Test(cli, no_key_anywhere_exits_77_naming_the_sources)
+{
+	struct cli_result r;
+	const char *env[] = { "WANDB_API_KEY=", NULL };
+
+	cli_run(&emu, env, (const char *const[]){ "create", NULL }, &r);
+	cr_assert_eq(r.status, 77, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "no W&B API key"), "%s", r.err);
+	cli_result_release(&r);
+}
+
+Test(cli, bad_configuration_exits_78_naming_the_cause)
+{
+	struct cli_result r;
+	const char *env[] = { "WBSCHED_BUDGET_MS=soon", NULL };
+
+	CLI(&emu, &r, "--set", "endpont=x", "status", "a/b/c");
+	cr_assert_eq(r.status, 78);
+	cr_assert_str_eq(r.err, "wbsched: --set: unknown setting 'endpont'\n");
+	cli_result_release(&r);
+	CLI(&emu, &r, "--config", "/nonexistent/wbsched.yaml", "status", "a/b/c");
+	cr_assert_eq(r.status, 78);
+	cr_assert_not_null(strstr(r.err, "/nonexistent/wbsched.yaml"), "%s", r.err);
+	cli_result_release(&r);
+	cli_run(&emu, env, (const char *const[]){ "status", "a/b/c", NULL }, &r);
+	cr_assert_eq(r.status, 78);
+	cr_assert_not_null(strstr(r.err, "WBSCHED_BUDGET_MS"), "%s", r.err);
+	cli_result_release(&r);
+}
+
+Test(cli, an_unreachable_server_exits_69_within_the_budget)
+{
+	struct cli_result r;
+	const char *env[] = { "WANDB_BASE_URL=http://127.0.0.1:1", NULL };
+
+	cli_run(&emu, env,
+		(const char *const[]){ "--set", "budget_ms=500", "--project", "p", "start", "x",
+				       NULL },
+		&r);
+	cr_assert_eq(r.status, 69, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "W&B unavailable"), "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "not kept for later delivery"), "%s", r.err);
+	cr_assert_lt(r.elapsed_ms, 1500);
+	cli_result_release(&r);
+}
+
+Test(cli, every_request_validates_against_the_schema)
+{
+	struct json_object *log, *reqs, *v;
+
+	OK("--project", "proj", "create", "--id", "run1", "--tags", "a", "--config-json", "{}");
+	OK("--project", "proj", "start", "run1");
+	OK("--project", "proj", "preempting", "run1");
+	OK("--project", "proj", "requeue", "--reason", "r", "run1");
+	OK("--project", "proj", "fail", "--reason", "r", "run1");
+	OK("status", "proj/run1", "proj/zzz");
+	log = emu_get(&emu, "/_emu/requests");
+	cr_assert(json_object_object_get_ex(log, "requests", &reqs));
+	cr_assert_gt(json_object_array_length(reqs), 8);
+	for (size_t i = 0; i < json_object_array_length(reqs); i++) {
+		struct json_object *req = json_object_array_get_idx(reqs, i);
+
+		cr_assert(json_object_object_get_ex(req, "status", &v));
+		cr_assert_eq(json_object_get_int(v), 200, "request %zu: %s", i,
+			     json_object_to_json_string(req));
+		cr_assert(json_object_object_get_ex(req, "user_agent", &v));
+		cr_assert(strncmp(json_object_get_string(v), "wbsched/", 8) == 0);
+	}
+	json_object_put(log);
+}
