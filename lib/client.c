@@ -186,11 +186,18 @@ static int status_to_error(const struct wbs_http_request *req, const struct wbs_
 }
 
 /*
- * POSTs @body until it gets a final answer or the budget is spent.  On
- * success *ret_resp holds a 2xx reply.
+ * Reads a 2xx reply; -EPROTO (a malformed reply, retried like a dropped
+ * connection) or another code.  @userdata receives the result.
+ */
+typedef int (*reply_fn)(const struct wbs_http_response *resp, void *userdata,
+			struct wbs_error *err);
+
+/*
+ * POSTs @body until @reply accepts a 2xx answer, a final error comes, or the
+ * budget is spent.
  */
 static int post_with_retries(struct wbs_client *c, const char *url, const char *body,
-			     struct wbs_http_response *ret_resp, struct wbs_error *err)
+			     reply_fn reply, void *userdata, struct wbs_error *err)
 {
 	struct wbs_http_request req = {
 		.url = url,
@@ -219,11 +226,14 @@ static int post_with_retries(struct wbs_client *c, const char *url, const char *
 		c->attempts++;
 		r = c->transport.ops->post(c->transport.ctx, &req, &resp, &last);
 		if (r == 0 && resp.status >= 200 && resp.status < 300) {
-			*ret_resp = resp;
-			return 0;
-		}
-		if (r == 0)
+			r = reply(&resp, userdata, &last);
+			if (r == 0) {
+				wbs_http_response_release(&resp);
+				return 0;
+			}
+		} else if (r == 0) {
 			r = status_to_error(&req, &resp, &last);
+		}
 		wait = resp.retry_after_ms;
 		wbs_http_response_release(&resp);
 		wbs_debug("attempt %u: %s", attempt + 1, last.msg);
@@ -247,24 +257,24 @@ static int post_with_retries(struct wbs_client *c, const char *url, const char *
 	return r;
 }
 
+static int graphql_reply(const struct wbs_http_response *resp, void *userdata,
+			 struct wbs_error *err)
+{
+	return wbs_graphql_parse_response(resp->body, resp->body_len, userdata, err);
+}
+
 int wbs_client_graphql(struct wbs_client *client, const char *operation_name, const char *query,
 		       struct json_object *variables, struct json_object **ret_data,
 		       struct wbs_error *err)
 {
 	_cleanup_free_ char *body = NULL;
-	struct wbs_http_response resp = { .retry_after_ms = -1 };
 	int r;
 
 	r = wbs_graphql_build_request(operation_name, query, variables, &body, err);
 	if (r < 0)
 		return r;
 	wbs_debug("%s: POST %s", operation_name, client->graphql_url);
-	r = post_with_retries(client, client->graphql_url, body, &resp, err);
-	if (r < 0)
-		return r;
-	r = wbs_graphql_parse_response(resp.body, resp.body_len, ret_data, err);
-	wbs_http_response_release(&resp);
-	return r;
+	return post_with_retries(client, client->graphql_url, body, graphql_reply, ret_data, err);
 }
 
 /* Percent-encodes a path segment (only RFC 3986 unreserved characters stay). */
@@ -291,13 +301,24 @@ static char *escape_segment(const char *s)
 	return out;
 }
 
+/* file_stream answers a JSON object ({"stopped": false, ...}). */
+static int file_stream_reply(const struct wbs_http_response *resp, void *userdata,
+			     struct wbs_error *err)
+{
+	_cleanup_json_ struct json_object *reply = json_tokener_parse(resp->body);
+
+	(void)userdata;
+	if (!reply || !json_object_is_type(reply, json_type_object))
+		return wbs_error_set(err, -EPROTO,
+				     "malformed reply from W&B file_stream: not a JSON object");
+	return 0;
+}
+
 int wbs_client_file_stream(struct wbs_client *client, const char *entity, const char *project,
 			   const char *run_id, struct json_object *body, struct wbs_error *err)
 {
 	_cleanup_free_ char *e = escape_segment(entity), *p = escape_segment(project),
 			    *n = escape_segment(run_id), *url = NULL;
-	_cleanup_json_ struct json_object *reply = NULL;
-	struct wbs_http_response resp = { .retry_after_ms = -1 };
 	const char *text;
 	int r;
 
@@ -309,17 +330,11 @@ int wbs_client_file_stream(struct wbs_client *client, const char *entity, const 
 	}
 	text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
 	wbs_debug("file_stream %s: %s", url, text);
-	r = post_with_retries(client, url, text, &resp, err);
+	r = post_with_retries(client, url, text, file_stream_reply, NULL, err);
 	if (r == -ENOENT && err && err->http_status == 404) {
 		wbs_error_clear(err);
 		r = wbs_error_set(err, -ENOENT, "W&B has no run '%s/%s/%s'", entity, project,
 				  run_id);
 	}
-	if (r < 0)
-		return r;
-	reply = json_tokener_parse(resp.body);
-	if (!reply || !json_object_is_type(reply, json_type_object))
-		r = wbs_error_set(err, -EPROTO, "malformed reply from W&B file_stream: not a JSON object");
-	wbs_http_response_release(&resp);
 	return r;
 }

@@ -284,6 +284,9 @@ void cli_run(struct emu *e, const char *const *env, const char *const *argv,
 	ret->out = bo.data ? bo.data : strdup("");
 	ret->err = be.data ? be.data : strdup("");
 	ret->elapsed_ms = now_ms() - start;
+	/* A sanitizer build of wbsched reports into the stderr we captured. */
+	cr_assert_null(strstr(ret->err, "Sanitizer"), "wbsched: %s", ret->err);
+	cr_assert_null(strstr(ret->err, "runtime error:"), "wbsched: %s", ret->err);
 }
 
 void cli_result_release(struct cli_result *r)

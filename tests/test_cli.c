@@ -179,6 +179,7 @@ Test(cli, finish_leaves_a_run_the_sdk_finished_alone)
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	cr_assert_not_null(strstr(r.err, "already finished"), "%s", r.err);
 	assert_states(RUN, "running,finished");
+	cli_result_release(&r);
 	CLI(&emu, &r, "--project", "proj", "fail", "run1");
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	assert_states(RUN, "running,finished");
