@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "wbsched/client.h"
@@ -41,7 +42,7 @@ static const struct hook_cmd commands[] = {
 static void print_help(void)
 {
 	printf("usage: wbsched [--config FILE] [--set KEY=VALUE]... [--base-url URL] [--entity E]\n"
-	       "               [--project P] [--json] [--strict] [-v|-q] COMMAND [ARGS]\n\n"
+	       "               [--project P] [--json] [--strict] [--syslog] [-v|-q] COMMAND [ARGS]\n\n"
 	       "Keeps Weights & Biases runs in step with what the scheduler does to jobs.\n\n"
 	       "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -57,7 +58,8 @@ static void print_help(void)
 	       "  --project P        W&B project (WANDB_PROJECT)\n"
 	       "  --json             print one JSON object per run\n"
 	       "  --strict           fail (69) when W&B cannot be reached\n"
-	       "  -v, --verbose      debug messages on stderr\n"
+	       "  --syslog           log to syslog instead of stderr\n"
+	       "  -v, --verbose      debug messages\n"
 	       "  -q, --quiet        errors only\n\n"
 	       "Exit codes:\n"
 	       "  0   ok\n"
@@ -148,6 +150,7 @@ enum {
 	OPT_JSON,
 	OPT_STRICT,
 	OPT_VERSION,
+	OPT_SYSLOG,
 };
 
 static const struct option global_options[] = {
@@ -162,6 +165,7 @@ static const struct option global_options[] = {
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	{ 0 },
 };
 
@@ -212,6 +216,13 @@ static char *key_value(const char *key, const char *value)
 	return s;
 }
 
+/* --syslog: messages go to syslog(3) instead of stderr. */
+static void syslog_sink(void *userdata, int level, const char *msg)
+{
+	(void)userdata;
+	syslog(level, "%s", msg);
+}
+
 int hook_main(int argc, char **argv)
 {
 	struct hook_ctx ctx = { 0 };
@@ -248,6 +259,10 @@ int hook_main(int argc, char **argv)
 			break;
 		case OPT_STRICT:
 			ctx.strict = true;
+			break;
+		case OPT_SYSLOG:
+			openlog("wbsched", LOG_PID, LOG_DAEMON);
+			wbs_log_set_sink(syslog_sink, NULL);
 			break;
 		case 'v':
 			verbosity++;
