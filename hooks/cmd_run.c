@@ -207,6 +207,15 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 	}
 	if (optind < argc)
 		return hook_usage_error("create", "unexpected argument '%s'", argv[optind]);
+	if (!tags_arg && ctx->cfg.tags) {
+		/* the site's tags, when the command names none */
+		tags_arg = ctx->cfg.tags;
+		tags_copy = strdup(tags_arg);
+		if (!tags_copy)
+			return HOOK_EXIT_FAILED;
+		base.tags = tags;
+		base.n_tags = split_tags(tags_copy, tags, ELEMENTSOF(tags));
+	}
 	if (export && count > 0)
 		return hook_usage_error("create", "--export names one run and cannot go with --count");
 	if (!base.id) {

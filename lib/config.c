@@ -23,6 +23,8 @@ enum key_kind {
 	KIND_PATH,
 	KIND_NUMBER,
 	KIND_LOG_LEVEL,
+	KIND_ENABLE,
+	KIND_TEXT, /* free text on one line (tags) */
 };
 
 struct key_def {
@@ -46,6 +48,10 @@ static const struct key_def key_defs[] = {
 	{ "budget_ms", KIND_NUMBER, MEMBER(budget_ms), 1, 3600000 },
 	{ "max_retries", KIND_NUMBER, MEMBER(max_retries), 0, 100 },
 	{ "log_level", KIND_LOG_LEVEL, MEMBER(log_level), 0, 0 },
+	{ "enable", KIND_ENABLE, MEMBER(enable), 0, 0 },
+	{ "tags", KIND_TEXT, MEMBER(tags), 0, 0 },
+	{ "wbsched_path", KIND_PATH, MEMBER(wbsched_path), 0, 0 },
+	{ "after_timeout_ms", KIND_NUMBER, MEMBER(after_timeout_ms), 0, 2592000000L },
 };
 
 const char *const wbs_config_keys[] = {
@@ -60,6 +66,10 @@ const char *const wbs_config_keys[] = {
 	"budget_ms",
 	"max_retries",
 	"log_level",
+	"enable",
+	"tags",
+	"wbsched_path",
+	"after_timeout_ms",
 	NULL,
 };
 
@@ -76,7 +86,8 @@ static const struct key_def *find_key(const char *name)
 
 static bool is_string(const struct key_def *def)
 {
-	return def->kind == KIND_URL || def->kind == KIND_NAME || def->kind == KIND_PATH;
+	return def->kind == KIND_URL || def->kind == KIND_NAME || def->kind == KIND_PATH ||
+	       def->kind == KIND_TEXT;
 }
 
 static char **string_member(struct wbs_config *cfg, const struct key_def *def)
@@ -322,6 +333,19 @@ int wbs_config_set(struct wbs_config *cfg, const char *key, const char *value, c
 				where, sep, value, key);
 		cfg->log_level = level;
 		return 0;
+	case KIND_ENABLE:
+		if (strcmp(value, "always") == 0)
+			cfg->enable = WBS_ENABLE_ALWAYS;
+		else if (strcmp(value, "opt-in") == 0)
+			cfg->enable = WBS_ENABLE_OPT_IN;
+		else
+			return wbs_error_set(
+				err, -EINVAL,
+				"%s%sinvalid value '%s' for '%s': expected always or opt-in", where,
+				sep, value, key);
+		return 0;
+	case KIND_TEXT:
+		return set_string(string_member(cfg, def), value, strlen(value), err);
 	}
 	return wbs_error_set(err, -EINVAL, "%s%sunknown setting '%s'", where, sep, key);
 }
@@ -651,4 +675,9 @@ const char *wbs_config_project(const struct wbs_config *cfg)
 const char *wbs_config_spool_dir(const struct wbs_config *cfg)
 {
 	return cfg && cfg->spool_dir ? cfg->spool_dir : WBS_DEFAULT_SPOOL_DIR;
+}
+
+const char *wbs_config_wbsched_path(const struct wbs_config *cfg)
+{
+	return cfg && cfg->wbsched_path ? cfg->wbsched_path : WBS_DEFAULT_WBSCHED_PATH;
 }

@@ -82,6 +82,24 @@ Test(cli, create_is_idempotent_for_one_run_id)
 	assert_states(RUN, "pending");
 }
 
+Test(cli, create_takes_the_sites_tags_unless_given)
+{
+	struct json_object *run, *v;
+
+	OK("--set", "tags=slurm,site", "--project", "proj", "create", "--id", "run1");
+	OK("--set", "tags=slurm,site", "--project", "proj", "create", "--id", "run2", "--tags",
+	   "mine");
+	run = emu_get(&emu, "/_emu/run?path=" RUN);
+	cr_assert(json_object_object_get_ex(run, "tags", &v));
+	cr_assert_str_eq(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN),
+			 "[\"slurm\",\"site\"]");
+	json_object_put(run);
+	run = emu_get(&emu, "/_emu/run?path=emu-user/proj/run2");
+	cr_assert(json_object_object_get_ex(run, "tags", &v));
+	cr_assert_str_eq(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN), "[\"mine\"]");
+	json_object_put(run);
+}
+
 Test(cli, create_generates_an_8_character_id)
 {
 	struct cli_result r;

@@ -140,12 +140,20 @@ static const char *stored(const struct wbs_config *c, const char *key)
 		return c->ca_file;
 	if (strcmp(key, "log_level") == 0)
 		return wbs_log_level_to_string(c->log_level);
+	if (strcmp(key, "tags") == 0)
+		return c->tags;
+	if (strcmp(key, "wbsched_path") == 0)
+		return c->wbsched_path;
+	if (strcmp(key, "enable") == 0)
+		return c->enable == WBS_ENABLE_ALWAYS ? "always" : "opt-in";
 	if (strcmp(key, "connect_timeout_ms") == 0)
 		v = c->connect_timeout_ms;
 	else if (strcmp(key, "request_timeout_ms") == 0)
 		v = c->request_timeout_ms;
 	else if (strcmp(key, "budget_ms") == 0)
 		v = c->budget_ms;
+	else if (strcmp(key, "after_timeout_ms") == 0)
+		v = c->after_timeout_ms;
 	else if (strcmp(key, "max_retries") == 0)
 		v = c->max_retries;
 	else
@@ -203,6 +211,10 @@ Test(config, keys_list_every_setting_once)
 		"budget_ms",
 		"max_retries",
 		"log_level",
+		"enable",
+		"tags",
+		"wbsched_path",
+		"after_timeout_ms",
 	};
 	size_t n = 0;
 
@@ -245,6 +257,12 @@ ParameterizedTestParameters(config, set_accepts_valid_values)
 		{ "log_level", "notice", "notice" },
 		{ "log_level", "info", "info" },
 		{ "log_level", "debug", "debug" },
+		{ "enable", "always", "always" },
+		{ "enable", "opt-in", "opt-in" },
+		{ "tags", "slurm,cluster a", "slurm,cluster a" },
+		{ "wbsched_path", "/opt/wbsched/bin/wbsched", "/opt/wbsched/bin/wbsched" },
+		{ "after_timeout_ms", "0", "0" },
+		{ "after_timeout_ms", "2592000000", "2592000000" },
 	};
 
 	return cr_make_param_array(struct good_case, cases, ELEMENTSOF(cases));
@@ -292,6 +310,9 @@ ParameterizedTestParameters(config, set_rejects_invalid_values)
 		  "invalid value '101' for 'max_retries': expected a whole number from 0 to 100" },
 		{ "max_retries", "-1",
 		  "invalid value '-1' for 'max_retries': expected a whole number from 0 to 100" },
+		{ "enable", "yes", "invalid value 'yes' for 'enable': expected always or opt-in" },
+		{ "after_timeout_ms", "2592000001",
+		  "invalid value '2592000001' for 'after_timeout_ms': expected a whole number from 0 to 2592000000" },
 		{ "base_url", "ftp://wandb.example.com",
 		  "invalid value 'ftp://wandb.example.com' for 'base_url': " URL_EXPECTED },
 		{ "base_url", "wandb.example.com",

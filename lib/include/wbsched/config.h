@@ -8,6 +8,12 @@ struct wbs_error;
 #define WBS_DEFAULT_BASE_URL  "https://api.wandb.ai"
 #define WBS_DEFAULT_SPOOL_DIR "/var/spool/wbsched"
 
+/* Whether the Slurm plugin follows a job without --wandb. */
+enum wbs_enable {
+	WBS_ENABLE_OPT_IN = 0, /* only jobs submitted with --wandb */
+	WBS_ENABLE_ALWAYS = 1, /* every job, unless --no-wandb */
+};
+
 /*
  * Everything wbsched can be told.  Filled, lowest precedence first, from the
  * built-in defaults, the YAML file, the environment and key=value arguments;
@@ -26,6 +32,12 @@ struct wbs_config {
 	long budget_ms;		 /* one operation, retries and backoff included */
 	long max_retries;	 /* attempts after the first */
 	int log_level;		 /* enum wbs_log_level */
+
+	/* The Slurm plugin's settings. */
+	int enable;		/* enum wbs_enable */
+	char *tags;		/* comma-separated tags every run gets */
+	char *wbsched_path;	/* the wbsched binary; NULL: the installed one */
+	long after_timeout_ms;	/* --wandb-after gives up after this; 0: never */
 };
 
 /* Fills the built-in defaults; allocates nothing, so release is optional. */
@@ -69,6 +81,7 @@ int wbs_config_load_args(struct wbs_config *cfg, int argc, char *const *argv,
 const char *wbs_config_base_url(const struct wbs_config *cfg);
 const char *wbs_config_project(const struct wbs_config *cfg);
 const char *wbs_config_spool_dir(const struct wbs_config *cfg);
+const char *wbs_config_wbsched_path(const struct wbs_config *cfg);
 
 /* The names of all keys, NULL-terminated (for --help and the example file test). */
 extern const char *const wbs_config_keys[];
