@@ -115,167 +115,229 @@ static size_t split_tags(char *s, const char **ret, size_t max)
 
 /* ---- create ------------------------------------------------------------ */
 
-int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
+/* The run metadata of create and start, as given on the command line. */
+struct spec_opts {
+	struct wbs_run_spec base;
+	struct json_object *config;
+	char *tags_copy; /* base.tags point into it */
+	const char *tags[64];
+	const char *tags_arg;
+	bool export;
+	bool keep_running;
+	long count;
+};
+
+static void spec_opts_release(struct spec_opts *o)
+{
+	json_object_put(o->config);
+	free(o->tags_copy);
+}
+
+static int set_tags(struct spec_opts *o, const char *arg)
+{
+	free(o->tags_copy);
+	o->tags_arg = arg;
+	o->tags_copy = strdup(arg);
+	if (!o->tags_copy)
+		return HOOK_EXIT_FAILED;
+	o->base.tags = o->tags;
+	o->base.n_tags = split_tags(o->tags_copy, o->tags, ELEMENTSOF(o->tags));
+	return 0;
+}
+
+/*
+ * Parses the metadata options; @create allows the options that only create
+ * has (--state, --id, --count, --export, --keep-running).
+ */
+static int parse_spec_opts(struct hook_ctx *ctx, const char *cmd, bool create, int argc,
+			   char **argv, struct spec_opts *o)
 {
 	static const struct option opts[] = {
-		{ "state", required_argument, NULL, 's' },
-		{ "id", required_argument, NULL, 'i' },
 		{ "name", required_argument, NULL, 'n' },
 		{ "group", required_argument, NULL, 'g' },
 		{ "job-type", required_argument, NULL, 'j' },
 		{ "tags", required_argument, NULL, 't' },
 		{ "notes", required_argument, NULL, 'N' },
 		{ "config-json", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "state", required_argument, NULL, 's' },
+		{ "id", required_argument, NULL, 'i' },
 		{ "count", required_argument, NULL, 'C' },
 		{ "export", no_argument, NULL, 'e' },
-		{ "help", no_argument, NULL, 'h' },
+		{ "keep-running", no_argument, NULL, 'k' },
 		{ 0 },
 	};
-	struct wbs_run_spec base = { .state = "pending" };
-	_cleanup_json_ struct json_object *config = NULL;
-	_cleanup_free_ char *tags_copy = NULL;
-	_cleanup_free_ struct wbs_run_spec *specs = NULL;
-	_cleanup_free_ struct wbs_run_info *infos = NULL;
-	_cleanup_free_ char *ids = NULL;
-	const char *tags[64], *tags_arg = NULL;
-	char generated[WBS_RUN_ID_LEN + 1];
 	struct wbs_error err = { 0 };
-	struct wbs_client *client;
-	bool export = false;
-	long count = 0;
-	int opt, ret;
+	int opt;
 
+	o->base.state = "pending";
 	optind = 0;
 	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		if (!create && strchr("siCek", opt))
+			return hook_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
 		switch (opt) {
 		case 's':
 			if (strcmp(optarg, "pending") != 0 && strcmp(optarg, "running") != 0)
-				return hook_usage_error("create",
+				return hook_usage_error(cmd,
 							"invalid --state '%s': expected pending or running",
 							optarg);
-			base.state = optarg;
+			o->base.state = optarg;
 			break;
 		case 'i':
 			if (wbs_run_id_validate(optarg, &err) < 0)
-				return hook_usage_error("create", "--id: %s", err.msg);
-			base.id = optarg;
+				return hook_usage_error(cmd, "--id: %s", err.msg);
+			o->base.id = optarg;
 			break;
 		case 'n':
-			base.display_name = optarg;
+			o->base.display_name = optarg;
 			break;
 		case 'g':
-			base.group = optarg;
+			o->base.group = optarg;
 			break;
 		case 'j':
-			base.job_type = optarg;
+			o->base.job_type = optarg;
 			break;
 		case 't':
-			tags_arg = optarg;
-			free(tags_copy);
-			tags_copy = strdup(optarg);
-			if (!tags_copy)
+			if (set_tags(o, optarg) != 0)
 				return HOOK_EXIT_FAILED;
-			base.tags = tags;
-			base.n_tags = split_tags(tags_copy, tags, ELEMENTSOF(tags));
 			break;
 		case 'N':
-			base.notes = optarg;
+			o->base.notes = optarg;
 			break;
 		case 'c':
-			json_object_put(config);
-			config = json_tokener_parse(optarg);
-			if (!config || !json_object_is_type(config, json_type_object))
-				return hook_usage_error("create",
+			json_object_put(o->config);
+			o->config = json_tokener_parse(optarg);
+			if (!o->config || !json_object_is_type(o->config, json_type_object))
+				return hook_usage_error(cmd,
 							"invalid --config-json: expected a JSON object such as '{\"lr\": 0.1}'");
-			base.config = config;
+			o->base.config = o->config;
 			break;
 		case 'C':
-			if (parse_long(optarg, 1, MAX_COUNT, &count) < 0)
-				return hook_usage_error("create",
+			if (parse_long(optarg, 1, MAX_COUNT, &o->count) < 0)
+				return hook_usage_error(cmd,
 							"invalid --count '%s': expected a whole number from 1 to %d",
 							optarg, MAX_COUNT);
 			break;
 		case 'e':
-			export = true;
+			o->export = true;
+			break;
+		case 'k':
+			o->keep_running = true;
 			break;
 		case 'h':
-			hook_print_usage("create");
-			return HOOK_EXIT_OK;
+			hook_print_usage(cmd);
+			return -1;
 		default:
-			return hook_usage_error("create", "unknown option '%s'", argv[optind - 1]);
+			return hook_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	if (optind < argc)
-		return hook_usage_error("create", "unexpected argument '%s'", argv[optind]);
-	if (!tags_arg && ctx->cfg.tags) {
-		/* the site's tags, when the command names none */
-		tags_arg = ctx->cfg.tags;
-		tags_copy = strdup(tags_arg);
-		if (!tags_copy)
-			return HOOK_EXIT_FAILED;
-		base.tags = tags;
-		base.n_tags = split_tags(tags_copy, tags, ELEMENTSOF(tags));
+	/* a new run gets the site's tags when the command names none */
+	if (create && !o->tags_arg && ctx->cfg.tags && set_tags(o, ctx->cfg.tags) != 0)
+		return HOOK_EXIT_FAILED;
+	return 0;
+}
+
+int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
+{
+	struct spec_opts o = { 0 };
+	_cleanup_free_ struct wbs_run_spec *specs = NULL;
+	_cleanup_free_ struct wbs_run_info *infos = NULL;
+	_cleanup_free_ char *ids = NULL;
+	char generated[WBS_RUN_ID_LEN + 1];
+	struct wbs_error err = { 0 };
+	struct wbs_client *client;
+	size_t n;
+	int ret;
+
+	ret = parse_spec_opts(ctx, "create", true, argc, argv, &o);
+	if (ret != 0) {
+		ret = ret < 0 ? HOOK_EXIT_OK : ret;
+		goto out;
 	}
-	if (export && count > 0)
-		return hook_usage_error("create", "--export names one run and cannot go with --count");
-	if (!base.id) {
-		if (wbs_run_id_generate(generated, &err) < 0)
-			return hook_fail(ctx, err.code, &err);
-		base.id = generated;
+	if (optind < argc) {
+		ret = hook_usage_error("create", "unexpected argument '%s'", argv[optind]);
+		goto out;
+	}
+	if (o.export && o.count > 0) {
+		ret = hook_usage_error("create", "--export names one run and cannot go with --count");
+		goto out;
+	}
+	if (!o.base.id) {
+		if (wbs_run_id_generate(generated, &err) < 0) {
+			ret = hook_fail(ctx, err.code, &err);
+			goto out;
+		}
+		o.base.id = generated;
 	}
 
 	/* --count N: runs ID-0 ... ID-(N-1), grouped under ID unless --group says otherwise. */
-	specs = calloc(count ? (size_t)count : 1, sizeof(*specs));
-	infos = calloc(count ? (size_t)count : 1, sizeof(*infos));
-	ids = calloc(count ? (size_t)count : 1, WBS_RUN_ID_MAX_LEN + 16);
-	if (!specs || !infos || !ids)
-		return HOOK_EXIT_FAILED;
-	if (count == 0) {
-		specs[0] = base;
+	n = o.count ? (size_t)o.count : 1;
+	specs = calloc(n, sizeof(*specs));
+	infos = calloc(n, sizeof(*infos));
+	ids = calloc(n, WBS_RUN_ID_MAX_LEN + 16);
+	if (!specs || !infos || !ids) {
+		ret = HOOK_EXIT_FAILED;
+		goto out;
+	}
+	if (o.count == 0) {
+		specs[0] = o.base;
 	} else {
-		if (strlen(base.id) + 7 > WBS_RUN_ID_MAX_LEN)
-			return hook_usage_error("create", "--id '%s' is too long for --count ids",
-						base.id);
-		for (long i = 0; i < count; i++) {
-			char *id = ids + (size_t)i * (WBS_RUN_ID_MAX_LEN + 16);
+		if (strlen(o.base.id) + 7 > WBS_RUN_ID_MAX_LEN) {
+			ret = hook_usage_error("create", "--id '%s' is too long for --count ids",
+					       o.base.id);
+			goto out;
+		}
+		for (size_t i = 0; i < n; i++) {
+			char *id = ids + i * (WBS_RUN_ID_MAX_LEN + 16);
 
-			(void)snprintf(id, WBS_RUN_ID_MAX_LEN + 16, "%s-%ld", base.id, i);
-			specs[i] = base;
+			(void)snprintf(id, WBS_RUN_ID_MAX_LEN + 16, "%s-%zu", o.base.id, i);
+			specs[i] = o.base;
 			specs[i].id = id;
-			if (!base.group)
-				specs[i].group = base.id;
+			if (!o.base.group)
+				specs[i].group = o.base.id;
 		}
 	}
 
 	ret = hook_client(ctx, &client);
 	if (ret != 0)
-		return ret;
-	ret = wbs_run_create(client, ctx->cfg.entity, wbs_config_project(&ctx->cfg), specs,
-			     count ? (size_t)count : 1, infos, &err);
-	if (ret == 0 && export) {
+		goto out;
+	if (o.keep_running)
+		ret = wbs_run_create_unless_alive(client, ctx->cfg.entity,
+						  wbs_config_project(&ctx->cfg), specs, n, infos,
+						  &err);
+	else
+		ret = wbs_run_create(client, ctx->cfg.entity, wbs_config_project(&ctx->cfg), specs,
+				     n, infos, &err);
+	if (ret == 0 && o.export) {
 		print_export("WANDB_RUN_ID", infos[0].id);
 		print_export("WANDB_RESUME", "allow");
 		print_export("WANDB_PROJECT", infos[0].project);
 		print_export("WANDB_ENTITY", infos[0].entity);
-		print_export("WANDB_RUN_GROUP", base.group);
-		print_export("WANDB_NAME", base.display_name);
-		print_export("WANDB_JOB_TYPE", base.job_type);
-		print_export("WANDB_NOTES", base.notes);
-		print_export("WANDB_TAGS", base.n_tags ? tags_arg : NULL);
+		print_export("WANDB_RUN_GROUP", o.base.group);
+		print_export("WANDB_NAME", o.base.display_name);
+		print_export("WANDB_JOB_TYPE", o.base.job_type);
+		print_export("WANDB_NOTES", o.base.notes);
+		print_export("WANDB_TAGS", o.base.n_tags ? o.tags_arg : NULL);
 	} else if (ret == 0) {
-		for (size_t i = 0; i < (count ? (size_t)count : 1); i++) {
-			if (ctx->json) {
+		for (size_t i = 0; i < n; i++) {
+			_cleanup_free_ char *path =
+				wbs_run_path(infos[i].entity, infos[i].project, infos[i].id);
+
+			if (infos[i].left_alone)
+				wbs_log(WBS_LOG_NOTICE, "run '%s' is already %s; left as is",
+					path ? path : "?", infos[i].state);
+			if (ctx->json)
 				print_info(ctx, &infos[i]);
-			} else {
-				_cleanup_free_ char *path =
-					wbs_run_path(infos[i].entity, infos[i].project, infos[i].id);
+			else
 				puts(path ? path : "?");
-			}
 		}
 	}
-	for (size_t i = 0; i < (count ? (size_t)count : 1); i++)
+	ret = ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
+out:
+	for (size_t i = 0; infos && i < (o.count ? (size_t)o.count : 1); i++)
 		wbs_run_info_release(&infos[i]);
-	return ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
+	spec_opts_release(&o);
+	return ret;
 }
 
 /* ---- status ------------------------------------------------------------ */
@@ -386,7 +448,6 @@ int cmd_status(struct hook_ctx *ctx, int argc, char **argv)
 /* ---- state changes ----------------------------------------------------- */
 
 enum change {
-	CHANGE_START,
 	CHANGE_PREEMPTING,
 	CHANGE_HEARTBEAT,
 	CHANGE_REQUEUE,
@@ -399,7 +460,6 @@ static const struct {
 	bool reason;
 	bool exit_code;
 } changes[] = {
-	[CHANGE_START] = { "start", false, false },
 	[CHANGE_PREEMPTING] = { "preempting", false, false },
 	[CHANGE_HEARTBEAT] = { "heartbeat", false, false },
 	[CHANGE_REQUEUE] = { "requeue", true, false },
@@ -431,9 +491,6 @@ static int change_state(struct hook_ctx *ctx, enum change what, int argc, char *
 		goto out;
 
 	switch (what) {
-	case CHANGE_START:
-		ret = wbs_run_start(client, refs, &info, &err);
-		break;
 	case CHANGE_PREEMPTING:
 		ret = wbs_run_preempting(client, refs, &info, &err);
 		break;
@@ -472,7 +529,33 @@ out:
 
 int cmd_start(struct hook_ctx *ctx, int argc, char **argv)
 {
-	return change_state(ctx, CHANGE_START, argc, argv);
+	struct spec_opts o = { 0 };
+	struct wbs_run_ref *refs = NULL;
+	struct wbs_run_info info = { 0 };
+	struct wbs_error err = { 0 };
+	struct wbs_client *client;
+	size_t n = 0;
+	int ret;
+
+	ret = parse_spec_opts(ctx, "start", false, argc, argv, &o);
+	if (ret == 0 && argc - optind > 1)
+		ret = hook_usage_error("start", "takes one run, got %d", argc - optind);
+	if (ret == 0)
+		ret = parse_runs(ctx, "start", argc - optind, argv + optind, &refs, &n);
+	if (ret == 0)
+		ret = hook_client(ctx, &client);
+	if (ret == 0) {
+		ret = wbs_run_start(client, refs, &o.base, &info, &err);
+		if (ret == 0)
+			print_info(ctx, &info);
+		ret = ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
+	} else if (ret < 0) {
+		ret = HOOK_EXIT_OK; /* --help */
+	}
+	wbs_run_info_release(&info);
+	free_runs(refs, NULL, n);
+	spec_opts_release(&o);
+	return ret;
 }
 
 int cmd_preempting(struct hook_ctx *ctx, int argc, char **argv)

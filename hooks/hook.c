@@ -25,10 +25,14 @@
 static const struct hook_cmd commands[] = {
 	{ "create", cmd_create,
 	  "[--state pending|running] [--id ID] [--name N] [--group G] [--job-type T]\n"
-	  "         [--tags A,B] [--notes TEXT] [--config-json JSON] [--count N] [--export]",
+	  "         [--tags A,B] [--notes TEXT] [--config-json JSON] [--count N] [--export]\n"
+	  "         [--keep-running]",
 	  "create a run (pending by default) and print its path" },
 	{ "status", cmd_status, "[RUN...]", "print the state of runs" },
-	{ "start", cmd_start, "[RUN]", "mark a run running (creating it if needed)" },
+	{ "start", cmd_start,
+	  "[--name N] [--group G] [--job-type T] [--tags A,B] [--notes TEXT]\n"
+	  "         [--config-json JSON] [RUN]",
+	  "mark a run running (creating it if needed)" },
 	{ "preempting", cmd_preempting, "[RUN]", "mark a run preempting" },
 	{ "heartbeat", cmd_heartbeat, "[RUN]", "tell W&B the run is alive" },
 	{ "requeue", cmd_requeue, "[--reason TEXT] [RUN]", "put a run back to pending" },

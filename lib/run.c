@@ -382,6 +382,55 @@ int wbs_run_create(struct wbs_client *client, const char *entity, const char *pr
 	return 0;
 }
 
+int wbs_run_create_unless_alive(struct wbs_client *client, const char *entity, const char *project,
+				const struct wbs_run_spec *specs, size_t n,
+				struct wbs_run_info *ret_infos, struct wbs_error *err)
+{
+	struct wbs_run_ref *refs = calloc(n ? n : 1, sizeof(*refs));
+	struct wbs_run_spec *todo = calloc(n ? n : 1, sizeof(*todo));
+	struct wbs_run_info *made = calloc(n ? n : 1, sizeof(*made));
+	size_t *index = calloc(n ? n : 1, sizeof(*index));
+	size_t m = 0;
+	int r = 0;
+
+	if (!refs || !todo || !made || !index) {
+		r = OOM(err);
+		goto out;
+	}
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = wbs_run_ref_set(&refs[i], entity, project, specs[i].id, err);
+	if (r == 0)
+		r = wbs_run_read(client, refs, n, ret_infos, err);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const char *state = ret_infos[i].state;
+
+		if (state && (strcmp(state, "running") == 0 || strcmp(state, "preempting") == 0)) {
+			ret_infos[i].left_alone = true;
+			continue;
+		}
+		todo[m] = specs[i];
+		index[m++] = i;
+	}
+	if (r == 0 && m > 0)
+		r = wbs_run_create(client, entity, project, todo, m, made, err);
+	for (size_t k = 0; k < m; k++) {
+		if (r == 0) {
+			wbs_run_info_release(&ret_infos[index[k]]);
+			ret_infos[index[k]] = made[k];
+		} else {
+			wbs_run_info_release(&made[k]);
+		}
+	}
+out:
+	for (size_t i = 0; refs && i < n; i++)
+		wbs_run_ref_release(&refs[i]);
+	free(refs);
+	free(todo);
+	free(made);
+	free(index);
+	return r;
+}
+
 static int read_batch(struct wbs_client *client, const struct wbs_run_ref *refs, size_t n,
 		      struct wbs_run_info *ret_infos, struct wbs_error *err)
 {
@@ -624,10 +673,18 @@ static void hand_over(struct wbs_run_info *info, struct wbs_run_info *ret_info)
 }
 
 int wbs_run_start(struct wbs_client *client, const struct wbs_run_ref *ref,
-		  struct wbs_run_info *ret_info, struct wbs_error *err)
+		  const struct wbs_run_spec *meta, struct wbs_run_info *ret_info,
+		  struct wbs_error *err)
 {
+	struct wbs_run_spec spec = { 0 };
 	struct wbs_run_info info = { 0 };
-	int r = create_one(client, ref, "running", &info, err);
+	int r;
+
+	if (meta)
+		spec = *meta;
+	spec.id = ref->id;
+	spec.state = "running";
+	r = wbs_run_create(client, ref->entity, ref->project, &spec, 1, &info, err);
 
 	hand_over(&info, ret_info);
 	return r;

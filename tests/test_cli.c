@@ -155,6 +155,41 @@ Test(cli, start_moves_pending_to_running)
 	assert_states(RUN, "pending,running");
 }
 
+Test(cli, start_records_metadata_on_the_run)
+{
+	struct json_object *run, *v;
+
+	OK("--project", "proj", "create", "--id", "run1", "--name", "first");
+	OK("--project", "proj", "start", "--group", "arr", "--config-json",
+	   "{\"slurm_job_id\":42}", "run1");
+	assert_states(RUN, "pending,running");
+	run = emu_get(&emu, "/_emu/run?path=" RUN);
+	cr_assert(json_object_object_get_ex(run, "group", &v));
+	cr_assert_str_eq(json_object_get_string(v), "arr");
+	cr_assert(json_object_object_get_ex(run, "displayName", &v));
+	cr_assert_str_eq(json_object_get_string(v), "first"); /* not sent, so kept */
+	cr_assert(json_object_object_get_ex(run, "config", &v));
+	cr_assert_str_eq(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN),
+			 "{\"slurm_job_id\":{\"value\":42,\"desc\":null}}");
+	json_object_put(run);
+}
+
+Test(cli, create_keep_running_does_not_undo_a_start)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "start", "run1");
+	CLI(&emu, &r, "--project", "proj", "create", "--keep-running", "--id", "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.err, "wbsched: run 'emu-user/proj/run1' is already running; left as is\n");
+	assert_states(RUN, "running");
+	cli_result_release(&r);
+	/* a run that is not alive is made pending as usual */
+	OK("--project", "proj", "finish", "run1");
+	OK("--project", "proj", "create", "--keep-running", "--id", "run1");
+	assert_states(RUN, "running,finished,pending");
+}
+
 Test(cli, start_takes_the_run_from_the_environment)
 {
 	struct cli_result r;

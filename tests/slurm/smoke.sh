@@ -106,6 +106,14 @@ wait_state() { # id ERE timeout
     done
 }
 
+wait_file_line() { # file ERE timeout
+    local end=$(( $(date +%s) + $3 ))
+    until grep -qE "$2" "$1" 2>/dev/null; do
+        [ "$(date +%s)" -ge $end ] && { fail "no line /$2/ in $1 after $3 s: $(cat "$1" 2>&1)"; return 1; }
+        sleep 0.1
+    done
+}
+
 expect() { # id field value
     local v
     v=$(jfield "$1" "$2")
@@ -122,10 +130,10 @@ submit() { # sbatch args...; sets JID (not called in $(...): it records state)
 
 # job script: first run sleeps (to be requeued/preempted), a rerun exits 0
 RERUN=$JOBS/rerun.sh
-cat >"$RERUN" <<'EOF'
+cat >"$RERUN" <<EOF
 #!/bin/bash
-echo "run restart=${SLURM_RESTART_COUNT:-0} job=$SLURM_JOB_ID" >>"$SLURM_SUBMIT_DIR/runs-$SLURM_JOB_ID"
-[ "${SLURM_RESTART_COUNT:-0}" -ge 1 ] && exit 0
+echo "run restart=\${SLURM_RESTART_COUNT:-0} job=\$SLURM_JOB_ID" >>"$JOBS/runs-\$SLURM_JOB_ID"
+[ "\${SLURM_RESTART_COUNT:-0}" -ge 1 ] && exit 0
 sleep 300 & wait
 EOF
 chmod 0755 "$RERUN"
@@ -164,6 +172,7 @@ sc_timelimit() {
 sc_requeue() {
     local id; submit -J smoke-requeue --requeue "$RERUN" || return 1; id=$JID
     wait_state "$id" RUNNING 30 || return 1
+    wait_file_line "$JOBS/runs-$id" 'restart=0' 15 || return 1
     scontrol requeue "$id" || { fail "scontrol requeue $id failed"; return 1; }
     local end=$(( $(date +%s) + 10 ))
     until [ "$(jfield "$id" Restarts)" = 1 ]; do
@@ -180,6 +189,7 @@ sc_preempt() {
     local low high
     submit -J smoke-preempt-low -p debug --exclusive --requeue "$RERUN" || return 1; low=$JID
     wait_state "$low" RUNNING 30 || return 1
+    wait_file_line "$JOBS/runs-$low" 'restart=0' 15 || return 1
     submit -J smoke-preempt-high -p high --exclusive --wrap 'sleep 1' || return 1; high=$JID
     wait_state "$high" 'RUNNING|COMPLETED' 30 || return 1
     expect "$low" Restarts 1 || return 1

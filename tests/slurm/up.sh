@@ -181,10 +181,12 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 ReturnToService=2
-# fast tests: a requeued job may restart cred_expire+1 s later, picked up by
-# the backfill pass (every 2 s); short kill window after SIGTERM
+# fast tests: a requeued job may restart cred_expire+1 s later (BeginTime);
+# backfill skips its pass when nothing changed, so it is the main scheduler
+# (sched_interval, default 60 s) that starts it: run that every second.
+# Short kill window after SIGTERM.
 KillWait=$KILL_WAIT
-SchedulerParameters=bf_interval=2
+SchedulerParameters=bf_interval=2,sched_interval=1
 # keep finished jobs visible to scontrol (there is no accounting)
 MinJobAge=600
 InactiveLimit=0

@@ -79,6 +79,16 @@ int wbs_run_create(struct wbs_client *client, const char *entity, const char *pr
 		   const struct wbs_run_spec *specs, size_t n, struct wbs_run_info *ret_infos,
 		   struct wbs_error *err);
 
+/*
+ * As wbs_run_create(), but a run that W&B already shows running or
+ * preempting is left as it is (left_alone in its info): a pending run made at
+ * submit time must not undo the start of a job that began in the meantime.
+ * Costs one read per WBS_RUN_BATCH runs more.
+ */
+int wbs_run_create_unless_alive(struct wbs_client *client, const char *entity, const char *project,
+				const struct wbs_run_spec *specs, size_t n,
+				struct wbs_run_info *ret_infos, struct wbs_error *err);
+
 /* Reads @n runs, WBS_RUN_BATCH per request; a missing run has exists=false. */
 int wbs_run_read(struct wbs_client *client, const struct wbs_run_ref *refs, size_t n,
 		 struct wbs_run_info *ret_infos, struct wbs_error *err);
@@ -89,7 +99,9 @@ int wbs_run_read(struct wbs_client *client, const struct wbs_run_ref *refs, size
  * it may be NULL).  -EPERM when the run's state does not allow the change,
  * -ENOENT when the change needs a run that does not exist.
  *
- * start:      marks the run running (creates it when missing), one request.
+ * start:      marks the run running (creates it when missing), one request;
+ *             @meta (may be NULL) adds the metadata of a create (its id and
+ *             state are ignored).
  * preempting: file_stream {"preempting":true}.
  * heartbeat:  file_stream {}, one request, no read.
  * finish:     file_stream {"complete":true,"exitcode":N}.
@@ -101,7 +113,8 @@ int wbs_run_read(struct wbs_client *client, const struct wbs_run_ref *refs, size
  * (and the exit code as "wbsched/exit_code" when @exit_code >= 0).
  */
 int wbs_run_start(struct wbs_client *client, const struct wbs_run_ref *ref,
-		  struct wbs_run_info *ret_info, struct wbs_error *err);
+		  const struct wbs_run_spec *meta, struct wbs_run_info *ret_info,
+		  struct wbs_error *err);
 int wbs_run_preempting(struct wbs_client *client, const struct wbs_run_ref *ref,
 		       struct wbs_run_info *ret_info, struct wbs_error *err);
 int wbs_run_heartbeat(struct wbs_client *client, const struct wbs_run_ref *ref,
