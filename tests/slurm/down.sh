@@ -57,6 +57,7 @@ stop_pids() { # label pid...
         log "$label still alive after ${STOP_TIMEOUT}s: SIGKILL $left"
         # shellcheck disable=SC2086
         kill -KILL $left 2>/dev/null
+        # shellcheck disable=SC2086
         wait_gone 5 $left >/dev/null
     fi
 }
@@ -80,6 +81,7 @@ with_descendants() {
             case "$all" in *" $ppid "*) case "$all" in *" $pid "*) ;; *) all="$all$pid "; changed=1;; esac;; esac
         done < <(ps -e -o pid=,ppid=)
     done
+    # shellcheck disable=SC2086
     echo $all
 }
 

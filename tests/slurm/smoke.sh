@@ -13,6 +13,8 @@
 #
 # Env: WBS_SMOKE_SLOW=1 (same as --slow), WBS_SMOKE_KEEP=1, WBS_TEST_USER.
 # Exit status: 0 if every scenario passed, 1 otherwise.
+# job scripts are single-quoted on purpose (expanded in the job)
+# shellcheck disable=SC2016
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,7 +27,7 @@ for a in "$@"; do
     case "$a" in
         --slow) SLOW=1;;
         --keep) KEEP=1;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0;;
         -*) echo "unknown option $a" >&2; exit 2;;
         *) WANT+=("$a");;
     esac

@@ -88,6 +88,7 @@ alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status
 # concurrent up.sh runs from port choice until the daemons have bound them.
 listening_ports() { # (mawk has no strtonum: convert the hex in bash)
     local h
+    # shellcheck disable=SC2013
     for h in $(awk 'NR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' \
                    /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
         echo $((16#$h))
@@ -117,7 +118,7 @@ fi
 chmod 0600 "$DIR/munge/munge.key"
 SOCK=$DIR/munge/munge.socket
 rm -f "$SOCK" "$SOCK.lock"
-( cd "$DIR/log" && exec setsid munged --foreground --force \
+( exec 9>&-; cd "$DIR/log" && exec setsid munged --foreground --force \
     --socket="$SOCK" --key-file="$DIR/munge/munge.key" \
     --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" \
     --seed-file="$DIR/munge/munged.seed" \
@@ -138,6 +139,7 @@ case "$NODE" in ""|*[!A-Za-z0-9_-]*) NODE=localhost;; esac
 HW=$(slurmd -C 2>/dev/null | head -n1 | tr ' ' '\n' \
      | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore|RealMemory)=' | tr '\n' ' ') || true
 [ -n "$HW" ] || HW="CPUs=$(nproc)"
+# shellcheck disable=SC2086
 NCPU=$(printf '%s\n' $HW | sed -n 's/^CPUs=//p')
 
 if [ -n "${WBS_SLURM_PLUGSTACK:-}" ]; then
@@ -214,9 +216,9 @@ chmod 0644 "$CONF"
 
 # ---------------------------------------------------------------- daemons
 # Run from DIR/log so that a crashing slurmstepd drops its core there.
-( cd "$DIR/log" && exec setsid slurmctld -D -i </dev/null >"$DIR/log/slurmctld.stdio" 2>&1 ) &
+( exec 9>&-; cd "$DIR/log" && exec setsid slurmctld -D -i </dev/null >"$DIR/log/slurmctld.stdio" 2>&1 ) &
 record slurmctld $!
-( cd "$DIR/log" && exec setsid slurmd -D -N "$NODE" </dev/null >"$DIR/log/slurmd.stdio" 2>&1 ) &
+( exec 9>&-; cd "$DIR/log" && exec setsid slurmd -D -N "$NODE" </dev/null >"$DIR/log/slurmd.stdio" 2>&1 ) &
 record slurmd $!
 
 t0=$(date +%s.%N)
