@@ -9,6 +9,7 @@
 
 #include <json-c/json.h>
 
+#include "wbsched/array.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/client.h"
 #include "wbsched/error.h"
@@ -125,10 +126,13 @@ struct spec_opts {
 	bool export;
 	bool keep_running;
 	long count;
+	uint32_t *indexes; /* --indexes, expanded */
+	size_t n_indexes;
 };
 
 static void spec_opts_release(struct spec_opts *o)
 {
+	free(o->indexes);
 	json_object_put(o->config);
 	free(o->tags_copy);
 }
@@ -165,6 +169,7 @@ static int parse_spec_opts(struct hook_ctx *ctx, const char *cmd, bool create, i
 		{ "count", required_argument, NULL, 'C' },
 		{ "export", no_argument, NULL, 'e' },
 		{ "keep-running", no_argument, NULL, 'k' },
+		{ "indexes", required_argument, NULL, 'I' },
 		{ 0 },
 	};
 	struct wbs_error err = { 0 };
@@ -173,7 +178,7 @@ static int parse_spec_opts(struct hook_ctx *ctx, const char *cmd, bool create, i
 	o->base.state = "pending";
 	optind = 0;
 	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-		if (!create && strchr("siCek", opt))
+		if (!create && strchr("siCekI", opt))
 			return hook_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
 		switch (opt) {
 		case 's':
@@ -224,6 +229,12 @@ static int parse_spec_opts(struct hook_ctx *ctx, const char *cmd, bool create, i
 		case 'k':
 			o->keep_running = true;
 			break;
+		case 'I':
+			free(o->indexes);
+			o->indexes = NULL;
+			if (wbs_array_parse(optarg, &o->indexes, &o->n_indexes, &err) < 0)
+				return hook_usage_error(cmd, "--indexes: %s", err.msg);
+			break;
 		case 'h':
 			hook_print_usage(cmd);
 			return -1;
@@ -246,7 +257,7 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 	char generated[WBS_RUN_ID_LEN + 1];
 	struct wbs_error err = { 0 };
 	struct wbs_client *client;
-	size_t n;
+	size_t n = 0;
 	int ret;
 
 	ret = parse_spec_opts(ctx, "create", true, argc, argv, &o);
@@ -258,8 +269,13 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 		ret = hook_usage_error("create", "unexpected argument '%s'", argv[optind]);
 		goto out;
 	}
-	if (o.export && o.count > 0) {
-		ret = hook_usage_error("create", "--export names one run and cannot go with --count");
+	if (o.export && (o.count > 0 || o.indexes)) {
+		ret = hook_usage_error("create",
+				       "--export names one run and cannot go with --count or --indexes");
+		goto out;
+	}
+	if (o.count > 0 && o.indexes) {
+		ret = hook_usage_error("create", "--count and --indexes cannot go together");
 		goto out;
 	}
 	if (!o.base.id) {
@@ -270,8 +286,12 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 		o.base.id = generated;
 	}
 
-	/* --count N: runs ID-0 ... ID-(N-1), grouped under ID unless --group says otherwise. */
-	n = o.count ? (size_t)o.count : 1;
+	/*
+	 * --count N: runs ID-0 ... ID-(N-1); --indexes SPEC: ID-<i> for each task
+	 * id of a Slurm array spec; both grouped under ID unless --group says
+	 * otherwise.
+	 */
+	n = o.indexes ? o.n_indexes : o.count ? (size_t)o.count : 1;
 	specs = calloc(n, sizeof(*specs));
 	infos = calloc(n, sizeof(*infos));
 	ids = calloc(n, WBS_RUN_ID_MAX_LEN + 16);
@@ -279,7 +299,7 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 		ret = HOOK_EXIT_FAILED;
 		goto out;
 	}
-	if (o.count == 0) {
+	if (o.count == 0 && !o.indexes) {
 		specs[0] = o.base;
 	} else {
 		if (strlen(o.base.id) + 7 > WBS_RUN_ID_MAX_LEN) {
@@ -290,7 +310,8 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 		for (size_t i = 0; i < n; i++) {
 			char *id = ids + i * (WBS_RUN_ID_MAX_LEN + 16);
 
-			(void)snprintf(id, WBS_RUN_ID_MAX_LEN + 16, "%s-%zu", o.base.id, i);
+			(void)snprintf(id, WBS_RUN_ID_MAX_LEN + 16, "%s-%zu", o.base.id,
+				       o.indexes ? (size_t)o.indexes[i] : i);
 			specs[i] = o.base;
 			specs[i].id = id;
 			if (!o.base.group)
@@ -334,7 +355,7 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 	}
 	ret = ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
 out:
-	for (size_t i = 0; infos && i < (o.count ? (size_t)o.count : 1); i++)
+	for (size_t i = 0; infos && i < n; i++)
 		wbs_run_info_release(&infos[i]);
 	spec_opts_release(&o);
 	return ret;

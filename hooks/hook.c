@@ -26,7 +26,7 @@ static const struct hook_cmd commands[] = {
 	{ "create", cmd_create,
 	  "[--state pending|running] [--id ID] [--name N] [--group G] [--job-type T]\n"
 	  "         [--tags A,B] [--notes TEXT] [--config-json JSON] [--count N] [--export]\n"
-	  "         [--keep-running]",
+	  "         [--indexes SPEC] [--keep-running]",
 	  "create a run (pending by default) and print its path" },
 	{ "status", cmd_status, "[RUN...]", "print the state of runs" },
 	{ "start", cmd_start,

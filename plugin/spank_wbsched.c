@@ -31,6 +31,7 @@
 #include "plugin_exec.h"
 #include "plugin_job.h"
 #include "plugin_outcome.h"
+#include "plugin_sbatch.h"
 
 SPANK_PLUGIN(wbsched, 1);
 
@@ -226,11 +227,13 @@ static int run_wbsched(const struct wbs_config *cfg, struct plugin_argv *a, bool
 static int submit(spank_t sp, int ac, char **av)
 {
 	struct plugin_var vars[PLUGIN_MAX_VARS];
+	struct plugin_sbatch sb = { 0 };
 	struct plugin_job job = { 0 };
 	struct plugin_argv a = { 0 };
 	struct wbs_config cfg;
 	struct wbs_error err = { 0 };
 	bool enabled = false;
+	char *meta = NULL;
 	size_t n;
 	int ret = 0;
 
@@ -250,16 +253,31 @@ static int submit(spank_t sp, int ac, char **av)
 		if (spank_job_control_setenv(sp, vars[i].name, vars[i].value, 1) != ESPANK_SUCCESS)
 			wbs_log(WBS_LOG_WARNING, "cannot pass %s to the job", vars[i].name);
 
-	/* Pending at once; detached, so that sbatch never waits for W&B. */
+	/*
+	 * Pending at once; detached, so that sbatch never waits for W&B.  An
+	 * array gets one run per task, "<id>-<task>", grouped under the id.
+	 */
+	plugin_sbatch_read(&sb);
+	meta = plugin_sbatch_config_json(&sb);
 	plugin_argv_base(&a, &cfg, ac, av, &job);
 	plugin_argv_add(&a, "-q");
 	plugin_argv_add(&a, "create");
 	plugin_argv_add(&a, "--keep-running");
 	plugin_argv_add(&a, "--id");
 	plugin_argv_add(&a, job.run_id);
-	plugin_argv_meta(&a, &job, PLUGIN_NO_ARRAY_TASK, NULL);
+	if (sb.array) {
+		plugin_argv_add(&a, "--indexes");
+		plugin_argv_add(&a, sb.array);
+	}
+	plugin_argv_meta(&a, &job, PLUGIN_NO_ARRAY_TASK, sb.job_name);
+	if (meta) {
+		plugin_argv_add(&a, "--config-json");
+		plugin_argv_add(&a, meta);
+	}
 	(void)run_wbsched(&cfg, &a, true, false, 0, 0, environ);
 out:
+	free(meta);
+	plugin_sbatch_release(&sb);
 	plugin_argv_release(&a);
 	plugin_job_release(&job);
 	wbs_config_release(&cfg);
@@ -303,7 +321,14 @@ static int load_job(spank_t sp, uint32_t *ret_job_id, struct job_record *rec)
 		wbs_log(WBS_LOG_ERR, "cannot load job %u from slurmctld", job_id);
 		return -1;
 	}
-	rec->info = &rec->msg->job_array[0];
+	/* The first task of an array shares the array's id: its load returns them all. */
+	for (uint32_t i = 0; i < rec->msg->record_count; i++)
+		if (rec->msg->job_array[i].job_id == job_id)
+			rec->info = &rec->msg->job_array[i];
+	if (!rec->info) {
+		wbs_log(WBS_LOG_ERR, "slurmctld has no record of job %u", job_id);
+		return -1;
+	}
 	return 0;
 }
 

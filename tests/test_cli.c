@@ -148,6 +148,22 @@ Test(cli, create_count_makes_array_runs_in_batched_requests)
 	cli_result_release(&r);
 }
 
+Test(cli, create_indexes_makes_the_runs_of_a_slurm_array)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "--project", "proj", "create", "--id", "arr", "--indexes", "1-7:3,10");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, "emu-user/proj/arr-1\nemu-user/proj/arr-4\nemu-user/proj/arr-7\n"
+				"emu-user/proj/arr-10\n");
+	assert_states("emu-user/proj/arr-10", "pending");
+	cli_result_release(&r);
+	CLI(&emu, &r, "create", "--indexes", "3-1");
+	cr_assert_eq(r.status, 64);
+	cr_assert_str_eq(r.err, "wbsched: create: --indexes: invalid array spec '3-1': expected ids and ranges such as 0-15:4,20%2\n");
+	cli_result_release(&r);
+}
+
 Test(cli, start_moves_pending_to_running)
 {
 	OK("--project", "proj", "create", "--id", "run1");
