@@ -248,15 +248,36 @@ static int parse_spec_opts(struct hook_ctx *ctx, const char *cmd, bool create, i
 	return 0;
 }
 
+/* What create sends, for hook_deliver(). */
+struct create_job {
+	const struct spec_opts *o;
+	const struct wbs_run_spec *specs;
+	struct wbs_run_info *infos;
+	size_t n;
+};
+
+static int send_create(struct hook_ctx *ctx, struct wbs_client *client, void *data,
+		       struct wbs_error *err)
+{
+	struct create_job *j = data;
+
+	if (j->o->keep_running)
+		return wbs_run_create_unless_alive(client, ctx->cfg.entity,
+						   wbs_config_project(&ctx->cfg), j->specs, j->n,
+						   j->infos, err);
+	return wbs_run_create(client, ctx->cfg.entity, wbs_config_project(&ctx->cfg), j->specs,
+			      j->n, j->infos, err);
+}
+
 int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 {
 	struct spec_opts o = { 0 };
+	bool queued = false;
 	_cleanup_free_ struct wbs_run_spec *specs = NULL;
 	_cleanup_free_ struct wbs_run_info *infos = NULL;
 	_cleanup_free_ char *ids = NULL;
 	char generated[WBS_RUN_ID_LEN + 1];
 	struct wbs_error err = { 0 };
-	struct wbs_client *client;
 	size_t n = 0;
 	int ret;
 
@@ -319,27 +340,52 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 		}
 	}
 
-	ret = hook_client(ctx, &client);
-	if (ret != 0)
+	{
+		struct create_job job = { &o, specs, infos, n };
+		_cleanup_free_ char *key = NULL;
+		_cleanup_free_ char **rargv = calloc((size_t)argc + 3, sizeof(*rargv));
+		int rargc = argc;
+
+		if (!rargv) {
+			ret = HOOK_EXIT_FAILED;
+			goto out;
+		}
+		/* replayed as given, with the id it got now */
+		memcpy(rargv, argv, (size_t)argc * sizeof(*rargv));
+		if (o.base.id == generated) {
+			rargv[rargc++] = (char *)"--id";
+			rargv[rargc++] = generated;
+		}
+		key = wbs_run_path(ctx->cfg.entity, wbs_config_project(&ctx->cfg), o.base.id);
+		if (!key) {
+			ret = HOOK_EXIT_FAILED;
+			goto out;
+		}
+		ret = hook_deliver(ctx, key, rargc, rargv, send_create, &job, &queued);
+	}
+	if (ret != HOOK_EXIT_OK || ctx->replaying)
 		goto out;
-	if (o.keep_running)
-		ret = wbs_run_create_unless_alive(client, ctx->cfg.entity,
-						  wbs_config_project(&ctx->cfg), specs, n, infos,
-						  &err);
-	else
-		ret = wbs_run_create(client, ctx->cfg.entity, wbs_config_project(&ctx->cfg), specs,
-				     n, infos, &err);
-	if (ret == 0 && o.export) {
-		print_export("WANDB_RUN_ID", infos[0].id);
+	if (o.export) {
+		const char *entity = queued ? ctx->cfg.entity : infos[0].entity;
+
+		print_export("WANDB_RUN_ID", specs[0].id);
 		print_export("WANDB_RESUME", "allow");
-		print_export("WANDB_PROJECT", infos[0].project);
-		print_export("WANDB_ENTITY", infos[0].entity);
+		print_export("WANDB_PROJECT", wbs_config_project(&ctx->cfg));
+		print_export("WANDB_ENTITY", entity);
 		print_export("WANDB_RUN_GROUP", o.base.group);
 		print_export("WANDB_NAME", o.base.display_name);
 		print_export("WANDB_JOB_TYPE", o.base.job_type);
 		print_export("WANDB_NOTES", o.base.notes);
 		print_export("WANDB_TAGS", o.base.n_tags ? o.tags_arg : NULL);
-	} else if (ret == 0) {
+	} else if (queued) {
+		/* not created yet: the paths it will have */
+		for (size_t i = 0; i < n; i++) {
+			_cleanup_free_ char *path = wbs_run_path(
+				ctx->cfg.entity, wbs_config_project(&ctx->cfg), specs[i].id);
+
+			puts(path ? path : "?");
+		}
+	} else {
 		for (size_t i = 0; i < n; i++) {
 			_cleanup_free_ char *path =
 				wbs_run_path(infos[i].entity, infos[i].project, infos[i].id);
@@ -353,7 +399,6 @@ int cmd_create(struct hook_ctx *ctx, int argc, char **argv)
 				puts(path ? path : "?");
 		}
 	}
-	ret = ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
 out:
 	for (size_t i = 0; infos && i < n; i++)
 		wbs_run_info_release(&infos[i]);
@@ -469,6 +514,7 @@ int cmd_status(struct hook_ctx *ctx, int argc, char **argv)
 /* ---- state changes ----------------------------------------------------- */
 
 enum change {
+	CHANGE_START,
 	CHANGE_PREEMPTING,
 	CHANGE_HEARTBEAT,
 	CHANGE_REQUEUE,
@@ -481,6 +527,7 @@ static const struct {
 	bool reason;
 	bool exit_code;
 } changes[] = {
+	[CHANGE_START] = { "start", false, false },
 	[CHANGE_PREEMPTING] = { "preempting", false, false },
 	[CHANGE_HEARTBEAT] = { "heartbeat", false, false },
 	[CHANGE_REQUEUE] = { "requeue", true, false },
@@ -488,95 +535,144 @@ static const struct {
 	[CHANGE_FINISH] = { "finish", false, true },
 };
 
+/* One state change of one run, as parsed, for hook_deliver(). */
+struct state_change {
+	enum change what;
+	struct wbs_run_ref *ref;
+	struct run_opts opts;
+	struct spec_opts spec; /* start only */
+	struct wbs_run_info info;
+};
+
+static int send_change(struct hook_ctx *ctx, struct wbs_client *client, void *data,
+		       struct wbs_error *err)
+{
+	struct state_change *c = data;
+
+	(void)ctx;
+	switch (c->what) {
+	case CHANGE_START:
+		return wbs_run_start(client, c->ref, &c->spec.base, &c->info, err);
+	case CHANGE_PREEMPTING:
+		return wbs_run_preempting(client, c->ref, &c->info, err);
+	case CHANGE_HEARTBEAT:
+		return wbs_run_heartbeat(client, c->ref, err);
+	case CHANGE_REQUEUE:
+		return wbs_run_requeue(client, c->ref, c->opts.reason, &c->info, err);
+	case CHANGE_FAIL:
+		return wbs_run_fail(client, c->ref, c->opts.reason, (int)c->opts.exit_code,
+				    &c->info, err);
+	case CHANGE_FINISH:
+		return wbs_run_finish(client, c->ref,
+				      c->opts.has_exit_code ? (int)c->opts.exit_code : 0, &c->info,
+				      err);
+	}
+	return -EINVAL;
+}
+
+/*
+ * The command as the spool replays it: the options as given, then the run
+ * as a full path (so that a later default entity or project cannot move it).
+ */
+static char **replay_argv(char **argv, int n_opts, const struct wbs_run_ref *ref, char **ret_key)
+{
+	char **out = calloc((size_t)n_opts + 2, sizeof(*out));
+	char *path;
+
+	if (!out)
+		return NULL;
+	if (ref->entity)
+		path = wbs_run_path(ref->entity, ref->project, ref->id);
+	else if (asprintf(&path, "%s/%s", ref->project, ref->id) < 0)
+		path = NULL;
+	*ret_key = wbs_run_path(ref->entity, ref->project, ref->id);
+	if (!path || !*ret_key) {
+		free(path);
+		free(*ret_key);
+		free(out);
+		return NULL;
+	}
+	for (int i = 0; i < n_opts; i++)
+		out[i] = argv[i];
+	out[n_opts] = path;
+	return out;
+}
+
 static int change_state(struct hook_ctx *ctx, enum change what, int argc, char **argv)
 {
 	const char *cmd = changes[what].cmd;
-	struct wbs_run_ref *refs = NULL;
-	struct wbs_run_info info = { 0 };
-	struct wbs_error err = { 0 };
+	struct state_change c = { .what = what };
+	_cleanup_free_ char *key = NULL;
+	char **rargv = NULL;
 	struct wbs_client *client;
-	struct run_opts o;
+	struct wbs_error err = { 0 };
+	bool queued = false;
 	size_t n = 0;
-	int ret;
+	int ret, n_opts = 0;
 
-	ret = parse_run_opts(cmd, argc, argv, changes[what].reason, changes[what].exit_code, &o);
-	if (ret != 0)
-		return ret < 0 ? HOOK_EXIT_OK : ret;
-	if (argc - optind > 1)
-		return hook_usage_error(cmd, "takes one run, got %d", argc - optind);
-	ret = parse_runs(ctx, cmd, argc - optind, argv + optind, &refs, &n);
-	if (ret != 0)
-		return ret;
-	ret = hook_client(ctx, &client);
+	if (what == CHANGE_START)
+		ret = parse_spec_opts(ctx, cmd, false, argc, argv, &c.spec);
+	else
+		ret = parse_run_opts(cmd, argc, argv, changes[what].reason, changes[what].exit_code,
+				     &c.opts);
+	if (ret != 0) {
+		ret = ret < 0 ? HOOK_EXIT_OK : ret; /* --help */
+		goto out;
+	}
+	if (argc - optind > 1) {
+		ret = hook_usage_error(cmd, "takes one run, got %d", argc - optind);
+		goto out;
+	}
+	ret = parse_runs(ctx, cmd, argc - optind, argv + optind, &c.ref, &n);
 	if (ret != 0)
 		goto out;
 
-	switch (what) {
-	case CHANGE_PREEMPTING:
-		ret = wbs_run_preempting(client, refs, &info, &err);
-		break;
-	case CHANGE_HEARTBEAT:
-		ret = wbs_run_heartbeat(client, refs, &err);
-		break;
-	case CHANGE_REQUEUE:
-		ret = wbs_run_requeue(client, refs, o.reason, &info, &err);
-		break;
-	case CHANGE_FAIL:
-		ret = wbs_run_fail(client, refs, o.reason, (int)o.exit_code, &info, &err);
-		break;
-	case CHANGE_FINISH:
-		ret = wbs_run_finish(client, refs, o.has_exit_code ? (int)o.exit_code : 0, &info,
-				     &err);
-		break;
-	}
-	if (ret < 0) {
-		ret = hook_fail(ctx, ret, &err);
+	if (what == CHANGE_HEARTBEAT) {
+		/* A heartbeat that cannot go now means nothing later: never queued. */
+		ret = hook_client(ctx, &client);
+		if (ret == 0 && (ret = send_change(ctx, client, &c, &err)) < 0) {
+			if (ctx->replaying)
+				ctx->replay_err = err;
+			else if (wbs_error_is_unavailable(ret) && !ctx->strict)
+				wbs_warning("%s; heartbeat skipped", err.msg);
+			else
+				(void)hook_fail(ctx, ret, &err);
+			ret = wbs_error_is_unavailable(ret) && !ctx->strict && !ctx->replaying
+				      ? HOOK_EXIT_OK
+				      : hook_exit_code(ret);
+		}
 		goto out;
 	}
-	if (info.left_alone) {
-		_cleanup_free_ char *path = wbs_run_path(info.entity, info.project, info.id);
+
+	n_opts = optind; /* hook_deliver() may replay other commands: optind moves */
+	rargv = replay_argv(argv, n_opts, c.ref, &key);
+	if (!rargv) {
+		ret = HOOK_EXIT_FAILED;
+		goto out;
+	}
+	ret = hook_deliver(ctx, key, n_opts + 1, rargv, send_change, &c, &queued);
+	if (ret != HOOK_EXIT_OK || queued || ctx->replaying)
+		goto out;
+	if (c.info.left_alone) {
+		_cleanup_free_ char *path = wbs_run_path(c.info.entity, c.info.project, c.info.id);
 
 		wbs_log(WBS_LOG_NOTICE, "run '%s' is already %s; left as is", path ? path : "?",
-			info.state);
+			c.info.state);
 	}
-	if (what != CHANGE_HEARTBEAT)
-		print_info(ctx, &info);
-	ret = HOOK_EXIT_OK;
+	print_info(ctx, &c.info);
 out:
-	wbs_run_info_release(&info);
-	free_runs(refs, NULL, n);
+	if (rargv)
+		free(rargv[n_opts]);
+	free(rargv);
+	wbs_run_info_release(&c.info);
+	free_runs(c.ref, NULL, n);
+	spec_opts_release(&c.spec);
 	return ret;
 }
 
 int cmd_start(struct hook_ctx *ctx, int argc, char **argv)
 {
-	struct spec_opts o = { 0 };
-	struct wbs_run_ref *refs = NULL;
-	struct wbs_run_info info = { 0 };
-	struct wbs_error err = { 0 };
-	struct wbs_client *client;
-	size_t n = 0;
-	int ret;
-
-	ret = parse_spec_opts(ctx, "start", false, argc, argv, &o);
-	if (ret == 0 && argc - optind > 1)
-		ret = hook_usage_error("start", "takes one run, got %d", argc - optind);
-	if (ret == 0)
-		ret = parse_runs(ctx, "start", argc - optind, argv + optind, &refs, &n);
-	if (ret == 0)
-		ret = hook_client(ctx, &client);
-	if (ret == 0) {
-		ret = wbs_run_start(client, refs, &o.base, &info, &err);
-		if (ret == 0)
-			print_info(ctx, &info);
-		ret = ret == 0 ? HOOK_EXIT_OK : hook_fail(ctx, ret, &err);
-	} else if (ret < 0) {
-		ret = HOOK_EXIT_OK; /* --help */
-	}
-	wbs_run_info_release(&info);
-	free_runs(refs, NULL, n);
-	spec_opts_release(&o);
-	return ret;
+	return change_state(ctx, CHANGE_START, argc, argv);
 }
 
 int cmd_preempting(struct hook_ctx *ctx, int argc, char **argv)

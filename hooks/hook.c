@@ -41,6 +41,8 @@ static const struct hook_cmd commands[] = {
 	  "end a run: finished on 0, failed (or preempted) otherwise" },
 	{ "wait", cmd_wait, "RUN... [--timeout SECONDS] [--interval SECONDS]",
 	  "wait until runs end" },
+	{ "flush", cmd_flush, "[--status]",
+	  "deliver the changes kept in the spool, or show them" },
 };
 
 static void print_help(void)
@@ -61,7 +63,8 @@ static void print_help(void)
 	       "  --entity E         W&B entity (WANDB_ENTITY)\n"
 	       "  --project P        W&B project (WANDB_PROJECT)\n"
 	       "  --json             print one JSON object per run\n"
-	       "  --strict           fail (69) when W&B cannot be reached\n"
+	       "  --strict           fail (69) when W&B cannot take a change now, instead of\n"
+	       "                     keeping it in the spool for later delivery\n"
 	       "  --syslog           log to syslog instead of stderr\n"
 	       "  -v, --verbose      debug messages\n"
 	       "  -q, --quiet        errors only\n\n"
@@ -71,7 +74,8 @@ static void print_help(void)
 	       "      the change (for example an invalid state transition)\n"
 	       "  2   wait: the timeout passed\n"
 	       "  64  usage error\n"
-	       "  69  W&B unavailable; the change was not kept for later delivery\n"
+	       "  69  W&B unavailable and the change was not kept for later delivery (--strict,\n"
+	       "      or the spool could not take it); a change kept in the spool exits 0\n"
 	       "  77  no API key, or W&B refused it\n"
 	       "  78  bad configuration\n");
 }
@@ -96,17 +100,12 @@ int hook_usage_error(const char *cmd, const char *fmt, ...)
 	return HOOK_EXIT_USAGE;
 }
 
-int hook_fail(const struct hook_ctx *ctx, int code, const struct wbs_error *err)
+int hook_exit_code(int code)
 {
-	const char *msg = err->msg[0] ? err->msg : strerror(-code);
-
-	if (wbs_error_is_unavailable(code)) {
-		/* No spool yet: say plainly that the change is lost, --strict or not. */
-		wbs_err("%s; the change was not kept for later delivery%s", msg,
-			ctx->strict ? "" : " (no spool configured in this version)");
+	if (code == 0)
+		return HOOK_EXIT_OK;
+	if (wbs_error_is_unavailable(code))
 		return HOOK_EXIT_UNAVAILABLE;
-	}
-	wbs_err("%s", msg);
 	switch (code) {
 	case -EACCES:
 		return HOOK_EXIT_NOPERM;
@@ -115,6 +114,15 @@ int hook_fail(const struct hook_ctx *ctx, int code, const struct wbs_error *err)
 	default:
 		return HOOK_EXIT_FAILED;
 	}
+}
+
+int hook_fail(const struct hook_ctx *ctx, int code, const struct wbs_error *err)
+{
+	const char *msg = err->msg[0] ? err->msg : strerror(-code);
+
+	(void)ctx;
+	wbs_err("%s", msg);
+	return hook_exit_code(code);
 }
 
 int hook_client(struct hook_ctx *ctx, struct wbs_client **ret)
@@ -225,6 +233,14 @@ static void syslog_sink(void *userdata, int level, const char *msg)
 {
 	(void)userdata;
 	syslog(level, "%s", msg);
+}
+
+int hook_run_command(struct hook_ctx *ctx, int argc, char **argv)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (argc > 0 && strcmp(commands[i].name, argv[0]) == 0)
+			return commands[i].fn(ctx, argc, argv);
+	return hook_usage_error(NULL, "unknown command '%s'", argc > 0 ? argv[0] : "");
 }
 
 int hook_main(int argc, char **argv)

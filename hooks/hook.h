@@ -4,6 +4,7 @@
 #include <stdbool.h>
 
 #include "wbsched/config.h"
+#include "wbsched/error.h"
 
 struct wbs_client;
 struct wbs_error;
@@ -29,6 +30,8 @@ struct hook_ctx {
 	bool strict;
 	bool quiet;
 	struct wbs_client *client; /* made on first use by hook_client() */
+	bool replaying;		   /* delivering a spooled change: no spool, no output */
+	struct wbs_error replay_err; /* why a replayed change failed */
 };
 
 struct hook_cmd {
@@ -46,6 +49,26 @@ int hook_client(struct hook_ctx *ctx, struct wbs_client **ret);
 /* Prints the error of a failed library call and returns the exit code for it. */
 int hook_fail(const struct hook_ctx *ctx, int code, const struct wbs_error *err);
 
+/* The exit code for a library error code (no message). */
+int hook_exit_code(int code);
+
+/* Sends one state change to W&B; returns 0 or a negative code with @err set. */
+typedef int (*hook_send_fn)(struct hook_ctx *ctx, struct wbs_client *client, void *data,
+			    struct wbs_error *err);
+
+/*
+ * Delivers a state change now, or keeps it in the spool for later (deliver.c):
+ * queued changes go first, in order; a change for a run that still has
+ * queued ones is queued behind them; a change W&B cannot take now is queued
+ * and the circuit breaker opens, so that the next calls on this node queue
+ * at once instead of paying the timeout again.  @run_key is
+ * "entity/project/id" ("-" for an unknown entity); @argv is the command to
+ * replay (argv[0] its name, the run as a full path).  Returns the exit code;
+ * *ret_queued tells that @send did not deliver it now.
+ */
+int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **argv,
+		 hook_send_fn send, void *data, bool *ret_queued);
+
 /* "wbsched: COMMAND: message" on stderr, returns HOOK_EXIT_USAGE. */
 int hook_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -62,5 +85,9 @@ int cmd_requeue(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_fail(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_finish(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_wait(struct hook_ctx *ctx, int argc, char **argv);
+int cmd_flush(struct hook_ctx *ctx, int argc, char **argv);
+
+/* Runs a command of the table by name (the spool's replay). */
+int hook_run_command(struct hook_ctx *ctx, int argc, char **argv);
 
 #endif /* WBS_HOOK_H */

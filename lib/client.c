@@ -98,6 +98,13 @@ void wbs_client_begin(struct wbs_client *client)
 	client->deadline_ms = now_ms() + client->cfg->budget_ms;
 }
 
+void wbs_client_begin_ms(struct wbs_client *client, long budget_ms)
+{
+	if (budget_ms > client->cfg->budget_ms)
+		budget_ms = client->cfg->budget_ms;
+	client->deadline_ms = now_ms() + budget_ms;
+}
+
 long wbs_client_remaining_ms(const struct wbs_client *client)
 {
 	long left = client->deadline_ms - now_ms();

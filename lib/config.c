@@ -48,6 +48,9 @@ static const struct key_def key_defs[] = {
 	{ "budget_ms", KIND_NUMBER, MEMBER(budget_ms), 1, 3600000 },
 	{ "max_retries", KIND_NUMBER, MEMBER(max_retries), 0, 100 },
 	{ "log_level", KIND_LOG_LEVEL, MEMBER(log_level), 0, 0 },
+	{ "spool_max_bytes", KIND_NUMBER, MEMBER(spool_max_bytes), 4096, 1073741824L },
+	{ "breaker_cooldown_ms", KIND_NUMBER, MEMBER(breaker_cooldown_ms), 0, 3600000 },
+	{ "flush_budget_ms", KIND_NUMBER, MEMBER(flush_budget_ms), 0, 3600000 },
 	{ "enable", KIND_ENABLE, MEMBER(enable), 0, 0 },
 	{ "tags", KIND_TEXT, MEMBER(tags), 0, 0 },
 	{ "wbsched_path", KIND_PATH, MEMBER(wbsched_path), 0, 0 },
@@ -66,6 +69,9 @@ const char *const wbs_config_keys[] = {
 	"budget_ms",
 	"max_retries",
 	"log_level",
+	"spool_max_bytes",
+	"breaker_cooldown_ms",
+	"flush_budget_ms",
 	"enable",
 	"tags",
 	"wbsched_path",
@@ -113,6 +119,9 @@ void wbs_config_init(struct wbs_config *cfg)
 		.budget_ms = 2000,
 		.max_retries = 3,
 		.log_level = WBS_LOG_INFO,
+		.spool_max_bytes = 16L << 20,
+		.breaker_cooldown_ms = 30000,
+		.flush_budget_ms = 500,
 	};
 }
 

@@ -198,6 +198,26 @@ void emu_fault(struct emu *e, const char *fault_json)
 	json_object_put(emu_post(e, "/_emu/faults", body));
 }
 
+void emu_clear_faults(struct emu *e)
+{
+	CURL *c = curl_easy_init();
+	char url[256];
+
+	cr_assert_not_null(c);
+	snprintf(url, sizeof(url), "%s/_emu/faults", e->url);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
+	{
+		struct buf b = { 0 };
+
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+		cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+		free(b.data);
+	}
+	curl_easy_cleanup(c);
+}
+
 /* Reads both pipes until the child closes them (or 60 s pass). */
 static void drain(int out, int err, struct buf *bo, struct buf *be, pid_t pid)
 {
@@ -244,7 +264,7 @@ void cli_run(struct emu *e, const char *const *env, const char *const *argv,
 	if (pid == 0) {
 		const char *args[64] = { "wbsched" };
 		size_t n = 1;
-		char base_url[96], key[80], home[96];
+		char base_url[96], key[80], home[96], spool[128];
 
 		dup2(out[1], STDOUT_FILENO);
 		dup2(err[1], STDERR_FILENO);
@@ -255,6 +275,9 @@ void cli_run(struct emu *e, const char *const *env, const char *const *argv,
 		putenv(base_url);
 		putenv(key);
 		putenv(home);
+		/* each test its own spool, so tests never replay each other's changes */
+		snprintf(spool, sizeof(spool), "WBSCHED_SPOOL_DIR=%s/spool", e->home);
+		putenv(spool);
 		putenv((char *)"PATH=/usr/bin:/bin");
 		for (; env && *env; env++) {
 			const char *eq = strchr(*env, '=');

@@ -38,6 +38,9 @@ int emu_request_count(struct emu *e);
 /* Queues one fault: a JSON object as in tests/emulator/README.md. */
 void emu_fault(struct emu *e, const char *fault_json);
 
+/* Clears the fault queue: W&B is back. */
+void emu_clear_faults(struct emu *e);
+
 struct cli_result {
 	int status; /* exit code, or 128 + signal */
 	char *out;

@@ -2,6 +2,7 @@
  * wbsched against the W&B emulator over real HTTP: every run command moves or
  * reads a run exactly as W&B's state rules say, with the documented exit codes.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -476,7 +477,7 @@ Test(cli, bad_configuration_exits_78_naming_the_cause)
 	cli_result_release(&r);
 }
 
-Test(cli, an_unreachable_server_exits_69_within_the_budget)
+Test(cli, an_unreachable_server_keeps_the_change_within_the_budget)
 {
 	struct cli_result r;
 	const char *env[] = { "WANDB_BASE_URL=http://127.0.0.1:1", NULL };
@@ -485,11 +486,147 @@ Test(cli, an_unreachable_server_exits_69_within_the_budget)
 		(const char *const[]){ "--set", "budget_ms=500", "--project", "p", "start", "x",
 				       NULL },
 		&r);
-	cr_assert_eq(r.status, 69, "%s", r.err);
+	cr_assert_eq(r.status, 0, "%s", r.err);
 	cr_assert_not_null(strstr(r.err, "W&B unavailable"), "%s", r.err);
-	cr_assert_not_null(strstr(r.err, "not kept for later delivery"), "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "'start' for run '-/p/x' is kept in spool"), "%s", r.err);
 	cr_assert_lt(r.elapsed_ms, 1500);
 	cli_result_release(&r);
+}
+
+Test(cli, strict_exits_69_and_keeps_nothing)
+{
+	struct cli_result r;
+	const char *env[] = { "WANDB_BASE_URL=http://127.0.0.1:1", NULL };
+
+	cli_run(&emu, env,
+		(const char *const[]){ "--strict", "--set", "budget_ms=500", "--project", "p",
+				       "start", "x", NULL },
+		&r);
+	cr_assert_eq(r.status, 69, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "the change was not kept for later delivery"), "%s",
+			   r.err);
+	cli_result_release(&r);
+	CLI(&emu, &r, "flush", "--status");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, ": 0 changes queued") != NULL, "%s", r.out);
+	cli_result_release(&r);
+}
+
+Test(cli, a_queued_change_is_delivered_by_flush_in_order)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "run1");
+	OK("--project", "proj", "start", "run1");
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--project", "proj", "preempting", "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cli_result_release(&r);
+	/* the breaker is open: the next change queues at once, without a timeout */
+	CLI(&emu, &r, "--project", "proj", "requeue", "--reason", "preempted", "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "W&B was unavailable moments ago"), "%s", r.err);
+	cr_assert_lt(r.elapsed_ms, 300);
+	cli_result_release(&r);
+	CLI(&emu, &r, "flush", "--status");
+	cr_assert_not_null(strstr(r.out, "2 changes queued, W&B marked unavailable"), "%s", r.out);
+	cr_assert_not_null(strstr(r.out, "-/proj/run1\t2\t"), "%s", r.out);
+	cli_result_release(&r);
+
+	emu_clear_faults(&emu);
+	CLI(&emu, &r, "flush");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, "delivered 2 changes, 0 queued\n");
+	cli_result_release(&r);
+	assert_states(RUN, "pending,running,preempting,preempted,pending");
+	struct json_object *run = emu_get(&emu, "/_emu/run?path=" RUN), *summary, *v;
+	cr_assert(json_object_object_get_ex(run, "summary", &summary));
+	cr_assert(json_object_object_get_ex(summary, "wbsched/reason", &v));
+	cr_assert_str_eq(json_object_get_string(v), "preempted");
+	json_object_put(run);
+}
+
+Test(cli, the_next_command_delivers_what_is_queued_first)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--set", "breaker_cooldown_ms=0", "--project",
+	    "proj", "preempting", "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cli_result_release(&r);
+	emu_clear_faults(&emu);
+	/* finish must land after the queued preempting: preempted, not failed */
+	OK("--project", "proj", "finish", "--exit-code", "143", "run1");
+	assert_states(RUN, "running,preempting,preempted");
+}
+
+Test(cli, a_change_for_a_run_with_queued_changes_waits_behind_them)
+{
+	struct cli_result r;
+
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--set", "breaker_cooldown_ms=0", "--project",
+	    "proj", "preempting", "run1");
+	cli_result_release(&r);
+	emu_clear_faults(&emu);
+	/* W&B is back but slow to take the queued change: the new one queues behind it */
+	emu_fault(&emu, "{\"target\":\"file_stream\",\"blackhole\":true}");
+	CLI(&emu, &r, "--set", "flush_budget_ms=200", "--set", "budget_ms=1000", "--project",
+	    "proj", "finish", "--exit-code", "1", "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "kept in spool"), "%s", r.err);
+	cli_result_release(&r);
+	emu_clear_faults(&emu);
+	OK("flush");
+	assert_states(RUN, "running,preempting,preempted");
+}
+
+Test(cli, delivering_a_change_twice_has_the_effect_of_once)
+{
+	/* as after a flush killed between delivering and recording it */
+	OK("--project", "proj", "create", "--id", "run1", "--state", "running");
+	OK("--project", "proj", "preempting", "run1");
+	OK("--project", "proj", "requeue", "--reason", "preempted", "run1");
+	OK("--project", "proj", "requeue", "--reason", "preempted", "run1");
+	OK("--project", "proj", "start", "run1");
+	OK("--project", "proj", "finish", "run1");
+	OK("--project", "proj", "finish", "run1");
+	assert_states(RUN, "running,preempting,preempted,pending,running,finished");
+}
+
+Test(cli, a_queued_create_still_exports_the_run)
+{
+	struct cli_result r;
+
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--entity", "emu-user", "--project", "proj",
+	    "create", "--id", "run1", "--export");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_not_null(strstr(r.out, "export WANDB_RUN_ID='run1'\n"), "%s", r.out);
+	cr_assert_not_null(strstr(r.out, "export WANDB_ENTITY='emu-user'\n"), "%s", r.out);
+	cli_result_release(&r);
+	emu_clear_faults(&emu);
+	OK("flush");
+	assert_states(RUN, "pending");
+}
+
+Test(cli, the_spool_never_holds_the_key)
+{
+	struct cli_result r;
+	char cmd[256];
+
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--project", "proj", "fail", "--reason", "x",
+	    "run1");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cli_result_release(&r);
+	snprintf(cmd, sizeof(cmd), "grep -rq '%s' '%s/spool'", emu.key, emu.home);
+	cr_assert_neq(system(cmd), 0, "the key is in the spool");
+	snprintf(cmd, sizeof(cmd), "test \"$(stat -c %%a '%s/spool/0')\" = 700", emu.home);
+	cr_assert_eq(system(cmd), 0, "the spool is not 0700");
 }
 
 Test(cli, every_request_validates_against_the_schema)

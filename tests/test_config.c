@@ -154,6 +154,12 @@ static const char *stored(const struct wbs_config *c, const char *key)
 		v = c->budget_ms;
 	else if (strcmp(key, "after_timeout_ms") == 0)
 		v = c->after_timeout_ms;
+	else if (strcmp(key, "spool_max_bytes") == 0)
+		v = c->spool_max_bytes;
+	else if (strcmp(key, "breaker_cooldown_ms") == 0)
+		v = c->breaker_cooldown_ms;
+	else if (strcmp(key, "flush_budget_ms") == 0)
+		v = c->flush_budget_ms;
 	else if (strcmp(key, "max_retries") == 0)
 		v = c->max_retries;
 	else
@@ -211,6 +217,9 @@ Test(config, keys_list_every_setting_once)
 		"budget_ms",
 		"max_retries",
 		"log_level",
+		"spool_max_bytes",
+		"breaker_cooldown_ms",
+		"flush_budget_ms",
 		"enable",
 		"tags",
 		"wbsched_path",
@@ -262,6 +271,9 @@ ParameterizedTestParameters(config, set_accepts_valid_values)
 		{ "tags", "slurm,cluster a", "slurm,cluster a" },
 		{ "wbsched_path", "/opt/wbsched/bin/wbsched", "/opt/wbsched/bin/wbsched" },
 		{ "after_timeout_ms", "0", "0" },
+		{ "spool_max_bytes", "4096", "4096" },
+		{ "breaker_cooldown_ms", "0", "0" },
+		{ "flush_budget_ms", "250", "250" },
 		{ "after_timeout_ms", "2592000000", "2592000000" },
 	};
 

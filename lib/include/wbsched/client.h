@@ -28,6 +28,9 @@ void wbs_client_free(struct wbs_client *client);
 /* Starts a new operation: its deadline is now + cfg->budget_ms. */
 void wbs_client_begin(struct wbs_client *client);
 
+/* Starts a new operation with a shorter budget: min(@budget_ms, cfg->budget_ms). */
+void wbs_client_begin_ms(struct wbs_client *client, long budget_ms);
+
 /* Milliseconds left in the current operation's budget (0 when spent). */
 long wbs_client_remaining_ms(const struct wbs_client *client);
 

@@ -32,6 +32,9 @@ struct wbs_config {
 	long budget_ms;		 /* one operation, retries and backoff included */
 	long max_retries;	 /* attempts after the first */
 	int log_level;		 /* enum wbs_log_level */
+	long spool_max_bytes;	 /* the queue file's cap */
+	long breaker_cooldown_ms; /* after a failure, skip the network this long; 0: never */
+	long flush_budget_ms;	 /* delivering queued events before a new one */
 
 	/* The Slurm plugin's settings. */
 	int enable;		/* enum wbs_enable */

@@ -1,0 +1,349 @@
+/*
+ * Delivering state changes: now, or later from the spool.
+ *
+ *   hook_deliver()   the path every state-changing command takes:
+ *                    lock the spool, deliver what is queued (small budget),
+ *                    then send this change, or queue it behind the others
+ *   cmd_flush()      `wbsched flush`: deliver everything queued, in order;
+ *                    --status shows what waits
+ *
+ * A queued change is the command line that made it, replayed through the
+ * same command with ctx->replaying set.  Every change is idempotent against
+ * W&B's state (a run that already ended is left alone, a pending run stays
+ * pending), so a change delivered twice after a crash has the effect of one.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "wbsched/cleanup.h"
+#include "wbsched/client.h"
+#include "wbsched/error.h"
+#include "wbsched/log.h"
+#include "wbsched/spool.h"
+
+#include "hook.h"
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Replays one queued change; returns its exit code (ctx->replay_err says why). */
+static int replay(struct hook_ctx *ctx, struct json_object *event)
+{
+	struct json_object *jargv, *v;
+	char **argv = NULL;
+	size_t n;
+	char *saved_entity = ctx->cfg.entity, *saved_project = ctx->cfg.project;
+	int ret;
+
+	if (!json_object_object_get_ex(event, "argv", &jargv) ||
+	    !json_object_is_type(jargv, json_type_array) ||
+	    (n = json_object_array_length(jargv)) == 0)
+		return HOOK_EXIT_USAGE;
+	argv = calloc(n + 1, sizeof(*argv));
+	if (!argv)
+		return HOOK_EXIT_FAILED;
+	for (size_t i = 0; i < n; i++)
+		argv[i] = (char *)json_object_get_string(json_object_array_get_idx(jargv, i));
+
+	/* The entity and project the change was made with, not today's defaults. */
+	ctx->cfg.entity = json_object_object_get_ex(event, "entity", &v) &&
+					  json_object_is_type(v, json_type_string)
+				  ? (char *)json_object_get_string(v)
+				  : NULL;
+	ctx->cfg.project = json_object_object_get_ex(event, "project", &v) &&
+					   json_object_is_type(v, json_type_string)
+				   ? (char *)json_object_get_string(v)
+				   : saved_project;
+	ctx->replaying = true;
+	wbs_error_clear(&ctx->replay_err);
+	ret = hook_run_command(ctx, (int)n, argv);
+	ctx->replaying = false;
+	ctx->cfg.entity = saved_entity;
+	ctx->cfg.project = saved_project;
+	free(argv);
+	return ret;
+}
+
+/* Shows a queued change as its command line. */
+static void describe(struct json_object *event, char *buf, size_t size)
+{
+	struct json_object *jargv;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	if (!json_object_object_get_ex(event, "argv", &jargv))
+		return;
+	for (size_t i = 0; i < json_object_array_length(jargv) && used + 1 < size; i++) {
+		int w = snprintf(buf + used, size - used, "%s%s", i ? " " : "",
+				 json_object_get_string(json_object_array_get_idx(jargv, i)));
+
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+}
+
+/*
+ * Delivers queued changes in order until one cannot go (W&B unavailable),
+ * the queue is empty, or @budget_ms (< 0: none) is spent.  Lock held.
+ * Returns 0, or the exit code that stopped it; *ret_left counts what stays.
+ */
+static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budget_ms,
+			size_t *ret_left, size_t *ret_done)
+{
+	struct wbs_spool_event *events = NULL;
+	struct wbs_error err = { 0 };
+	long start = now_ms();
+	size_t n = 0, i;
+	int ret = 0;
+
+	*ret_left = 0;
+	*ret_done = 0;
+	if (wbs_spool_pending(spool, &events, &n, &err) < 0) {
+		wbs_err("%s", err.msg);
+		return HOOK_EXIT_FAILED;
+	}
+	for (i = 0; i < n; i++) {
+		char what[256];
+		long left = budget_ms < 0 ? -1 : budget_ms - (now_ms() - start);
+		int code;
+
+		if (budget_ms >= 0 && left <= 0)
+			break;
+		if (ctx->client)
+			wbs_client_begin_ms(ctx->client, left < 0 ? ctx->cfg.budget_ms : left);
+		code = replay(ctx, events[i].obj);
+		describe(events[i].obj, what, sizeof(what));
+		if (code == HOOK_EXIT_UNAVAILABLE || code == HOOK_EXIT_NOPERM) {
+			wbs_debug("queued change '%s' not delivered: %s", what, ctx->replay_err.msg);
+			if (code == HOOK_EXIT_UNAVAILABLE)
+				(void)wbs_spool_breaker_trip(spool, ctx->cfg.breaker_cooldown_ms,
+							     NULL);
+			ret = code;
+			break;
+		}
+		if (code != HOOK_EXIT_OK)
+			/* W&B refused it: it never will take it, do not block the rest. */
+			wbs_warning("dropping queued change '%s' for run '%s': %s", what,
+				    events[i].run, ctx->replay_err.msg);
+		else
+			wbs_debug("delivered queued change '%s'", what);
+		if (wbs_spool_mark_done(spool, events[i].seq, &err) < 0) {
+			wbs_err("%s", err.msg);
+			ret = HOOK_EXIT_FAILED;
+			i++;
+			break;
+		}
+		(*ret_done)++;
+	}
+	*ret_left = n - *ret_done;
+	if (ret == 0 && *ret_done > 0)
+		wbs_spool_breaker_reset(spool);
+	wbs_spool_events_free(events, n);
+	return ret;
+}
+
+static int queue(struct hook_ctx *ctx, struct wbs_spool *spool, const char *run_key, int argc,
+		 char **argv, const char *why)
+{
+	_cleanup_json_ struct json_object *ev = json_object_new_object(), *jargv = NULL;
+	struct wbs_error err = { 0 };
+
+	jargv = json_object_new_array();
+	if (!ev || !jargv)
+		return HOOK_EXIT_FAILED;
+	for (int i = 0; i < argc; i++)
+		json_object_array_add(jargv, json_object_new_string(argv[i]));
+	json_object_object_add(ev, "run", json_object_new_string(run_key));
+	json_object_object_add(ev, "entity",
+			       ctx->cfg.entity ? json_object_new_string(ctx->cfg.entity) : NULL);
+	json_object_object_add(ev, "project",
+			       json_object_new_string(wbs_config_project(&ctx->cfg)));
+	json_object_object_add(ev, "argv", TAKE_PTR(jargv));
+	if (wbs_spool_append(spool, ev, &err) < 0) {
+		wbs_err("%s", err.msg);
+		return HOOK_EXIT_UNAVAILABLE;
+	}
+	wbs_warning("%s; '%s' for run '%s' is kept in spool '%s' for later delivery", why, argv[0],
+		    run_key, wbs_spool_dir(spool));
+	return ctx->strict ? HOOK_EXIT_UNAVAILABLE : HOOK_EXIT_OK;
+}
+
+int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **argv,
+		 hook_send_fn send, void *data, bool *ret_queued)
+{
+	struct wbs_client *client;
+	struct wbs_spool *spool = NULL;
+	struct wbs_error err = { 0 };
+	size_t left = 0, done = 0;
+	long cooldown = 0;
+	int ret, r;
+
+	*ret_queued = false;
+	ret = hook_client(ctx, &client);
+	if (ret != 0)
+		return ret;
+	if (ctx->replaying) {
+		r = send(ctx, client, data, &ctx->replay_err);
+		return hook_exit_code(r);
+	}
+
+	if (wbs_spool_open(&ctx->cfg, &spool, &err) < 0 ||
+	    wbs_spool_lock(spool, ctx->cfg.budget_ms, &err) < 0) {
+		/* No spool: deliver now or say plainly that the change is lost. */
+		wbs_warning("%s", err.msg);
+		wbs_spool_close(spool);
+		wbs_client_begin(client);
+		r = send(ctx, client, data, &err);
+		if (r < 0 && wbs_error_is_unavailable(r)) {
+			wbs_err("%s; the change was not kept for later delivery", err.msg);
+			return HOOK_EXIT_UNAVAILABLE;
+		}
+		return r < 0 ? hook_fail(ctx, r, &err) : HOOK_EXIT_OK;
+	}
+
+	/* An outage costs one timeout per node: while the breaker is open, queue at once. */
+	if (wbs_spool_breaker_is_open(spool, &cooldown) && !ctx->strict) {
+		char why[96];
+
+		(void)snprintf(why, sizeof(why), "W&B was unavailable moments ago (retrying in %ld s)",
+			       (cooldown + 999) / 1000);
+		*ret_queued = true;
+		ret = queue(ctx, spool, run_key, argc, argv, why);
+		goto out;
+	}
+	r = flush_locked(ctx, spool, ctx->cfg.flush_budget_ms, &left, &done);
+	if (left > 0 && wbs_spool_has_run(spool, run_key)) {
+		*ret_queued = true;
+		if (ctx->strict) {
+			wbs_err("run '%s' has earlier changes W&B has not taken yet; the change was not kept for later delivery",
+				run_key);
+			ret = HOOK_EXIT_UNAVAILABLE;
+		} else {
+			ret = queue(ctx, spool, run_key, argc, argv,
+				    "earlier changes to this run are still waiting");
+		}
+		goto out;
+	}
+	(void)r;
+	wbs_client_begin(client);
+	r = send(ctx, client, data, &err);
+	if (r == 0) {
+		wbs_spool_breaker_reset(spool);
+		ret = HOOK_EXIT_OK;
+	} else if (wbs_error_is_unavailable(r)) {
+		(void)wbs_spool_breaker_trip(spool, ctx->cfg.breaker_cooldown_ms, NULL);
+		*ret_queued = true;
+		if (ctx->strict) {
+			wbs_err("%s; the change was not kept for later delivery", err.msg);
+			ret = HOOK_EXIT_UNAVAILABLE;
+		} else {
+			ret = queue(ctx, spool, run_key, argc, argv, err.msg);
+		}
+	} else {
+		ret = hook_fail(ctx, r, &err);
+	}
+out:
+	wbs_spool_close(spool);
+	return ret;
+}
+
+static void print_status(struct wbs_spool *spool)
+{
+	struct wbs_spool_event *events = NULL;
+	struct wbs_error err = { 0 };
+	long long now = (long long)time(NULL) * 1000;
+	long cooldown = 0;
+	size_t n = 0;
+
+	if (wbs_spool_pending(spool, &events, &n, &err) < 0) {
+		wbs_err("%s", err.msg);
+		return;
+	}
+	printf("spool %s: %zu change%s queued", wbs_spool_dir(spool), n, n == 1 ? "" : "s");
+	if (wbs_spool_breaker_is_open(spool, &cooldown))
+		printf(", W&B marked unavailable for %ld s more", (cooldown + 999) / 1000);
+	putchar('\n');
+	/* per run: count and the age of its oldest change */
+	for (size_t i = 0; i < n; i++) {
+		size_t count = 0;
+		bool seen = false;
+
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = strcmp(events[k].run, events[i].run) == 0;
+		if (seen)
+			continue;
+		for (size_t k = i; k < n; k++)
+			count += strcmp(events[k].run, events[i].run) == 0;
+		printf("%s\t%zu\t%llds\n", events[i].run, count,
+		       (now - events[i].at_ms) / 1000 > 0 ? (now - events[i].at_ms) / 1000 : 0);
+	}
+	wbs_spool_events_free(events, n);
+}
+
+int cmd_flush(struct hook_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "status", no_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct wbs_spool *spool = NULL;
+	struct wbs_client *client;
+	struct wbs_error err = { 0 };
+	bool status = false;
+	size_t left = 0, done = 0;
+	int opt, ret;
+
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		if (opt == 's') {
+			status = true;
+		} else if (opt == 'h') {
+			hook_print_usage("flush");
+			return HOOK_EXIT_OK;
+		} else {
+			return hook_usage_error("flush", "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return hook_usage_error("flush", "unexpected argument '%s'", argv[optind]);
+	if (wbs_spool_open(&ctx->cfg, &spool, &err) < 0 ||
+	    wbs_spool_lock(spool, status ? ctx->cfg.budget_ms : 60000, &err) < 0) {
+		wbs_err("%s", err.msg);
+		wbs_spool_close(spool);
+		return HOOK_EXIT_FAILED;
+	}
+	if (status) {
+		print_status(spool);
+		wbs_spool_close(spool);
+		return HOOK_EXIT_OK;
+	}
+	ret = hook_client(ctx, &client);
+	if (ret == 0) {
+		/* An explicit flush tries now, whatever the breaker says. */
+		ret = flush_locked(ctx, spool, -1, &left, &done);
+		if (ret == HOOK_EXIT_UNAVAILABLE)
+			wbs_err("W&B unavailable: %s; %zu change%s still queued", ctx->replay_err.msg,
+				left, left == 1 ? "" : "s");
+		else if (ret == HOOK_EXIT_NOPERM)
+			wbs_err("%s; %zu change%s still queued", ctx->replay_err.msg, left,
+				left == 1 ? "" : "s");
+		else if (!ctx->quiet)
+			printf("delivered %zu change%s, %zu queued\n", done, done == 1 ? "" : "s",
+			       left);
+	}
+	wbs_spool_close(spool);
+	return ret;
+}

@@ -1,0 +1,475 @@
+/*
+ * The durable spool (see spool.h for the layout).  Every function that
+ * reads or changes the queue runs with the lock held; the files are small
+ * and re-read each time, so that several processes on a node (the plugin's
+ * children, the CLI, the watchdog, a flush timer) always agree.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "wbsched/cleanup.h"
+#include "wbsched/config.h"
+#include "wbsched/error.h"
+#include "wbsched/log.h"
+#include "wbsched/spool.h"
+
+struct wbs_spool {
+	char *dir;
+	int dirfd;
+	int lockfd;
+	long max_bytes;
+};
+
+static long long now_epoch_ms(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int errno_set(struct wbs_error *err, const char *what, const char *path)
+{
+	int e = errno;
+
+	return wbs_error_set(err, -e, "%s '%s': %s", what, path, strerror(e));
+}
+
+int wbs_spool_open(const struct wbs_config *cfg, struct wbs_spool **ret, struct wbs_error *err)
+{
+	const char *base = wbs_config_spool_dir(cfg);
+	uid_t uid = geteuid();
+	struct wbs_spool *s;
+	struct stat st;
+	char *dir = NULL;
+	int fd;
+
+	/* The shared parent: sticky and world-writable when root makes it, like /var/tmp. */
+	if (mkdir(base, uid == 0 ? 01777 : 0700) == 0) {
+		if (uid == 0 && chmod(base, 01777) < 0)
+			return errno_set(err, "cannot set the mode of spool", base);
+	} else if (errno != EEXIST) {
+		return errno_set(err, "cannot create spool", base);
+	}
+	if (asprintf(&dir, "%s/%u", base, (unsigned)uid) < 0)
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		int r = errno_set(err, "cannot create spool", dir);
+
+		free(dir);
+		return r;
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int r = errno_set(err, "cannot open spool", dir);
+
+		if (fd >= 0)
+			(void)close(fd);
+		free(dir);
+		return r;
+	}
+	/* Someone else's directory, or one others can read, is not ours to trust. */
+	if (st.st_uid != uid || (st.st_mode & 077) != 0) {
+		(void)close(fd);
+		(void)wbs_error_set(err, -EACCES,
+				    "refusing spool '%s': it must be a directory of uid %u with mode 0700",
+				    dir, (unsigned)uid);
+		free(dir);
+		return -EACCES;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		(void)close(fd);
+		free(dir);
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	}
+	s->dir = dir;
+	s->dirfd = fd;
+	s->lockfd = -1;
+	s->max_bytes = cfg->spool_max_bytes;
+	*ret = s;
+	return 0;
+}
+
+void wbs_spool_close(struct wbs_spool *spool)
+{
+	if (!spool)
+		return;
+	wbs_spool_unlock(spool);
+	(void)close(spool->dirfd);
+	free(spool->dir);
+	free(spool);
+}
+
+const char *wbs_spool_dir(const struct wbs_spool *spool)
+{
+	return spool->dir;
+}
+
+int wbs_spool_lock(struct wbs_spool *spool, long timeout_ms, struct wbs_error *err)
+{
+	long waited = 0;
+
+	if (spool->lockfd >= 0)
+		return 0;
+	spool->lockfd = openat(spool->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+			       0600);
+	if (spool->lockfd < 0)
+		return errno_set(err, "cannot open the lock of spool", spool->dir);
+	while (flock(spool->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			int r = errno_set(err, "cannot lock spool", spool->dir);
+
+			wbs_spool_unlock(spool);
+			return r;
+		}
+		if (waited >= timeout_ms) {
+			wbs_spool_unlock(spool);
+			return wbs_error_set(err, -ETIMEDOUT, "spool '%s' stayed locked for %ld ms",
+					     spool->dir, timeout_ms);
+		}
+		(void)nanosleep(&ts, NULL);
+		waited += 10;
+	}
+	return 0;
+}
+
+void wbs_spool_unlock(struct wbs_spool *spool)
+{
+	if (spool->lockfd >= 0) {
+		(void)close(spool->lockfd); /* releases the flock */
+		spool->lockfd = -1;
+	}
+}
+
+/* Reads a small file whole; *ret is NUL-terminated.  A missing file is empty. */
+static int read_file(struct wbs_spool *s, const char *name, size_t max, char **ret, size_t *ret_len,
+		     struct wbs_error *err)
+{
+	_cleanup_close_ int fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	char *buf;
+	size_t len = 0;
+	struct stat st;
+
+	if (fd < 0 && errno == ENOENT) {
+		*ret = strdup("");
+		*ret_len = 0;
+		return *ret ? 0 : wbs_error_set(err, -ENOMEM, "out of memory");
+	}
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return errno_set(err, "cannot read spool file", name);
+	if ((size_t)st.st_size > max)
+		return wbs_error_set(err, -EFBIG, "spool file '%s/%s' is larger than %zu bytes",
+				     s->dir, name, max);
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf)
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	while (len < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+/* Writes a small file atomically and durably: temp file, fsync, rename, fsync dir. */
+static int write_file(struct wbs_spool *s, const char *name, const char *text,
+		      struct wbs_error *err)
+{
+	char tmp[64];
+	size_t len = strlen(text);
+	int fd;
+
+	(void)snprintf(tmp, sizeof(tmp), "%s.%d.tmp", name, (int)getpid());
+	fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return errno_set(err, "cannot write spool file", tmp);
+	if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0) {
+		int r = errno_set(err, "cannot write spool file", tmp);
+
+		(void)close(fd);
+		(void)unlinkat(s->dirfd, tmp, 0);
+		return r;
+	}
+	(void)close(fd);
+	if (renameat(s->dirfd, tmp, s->dirfd, name) < 0) {
+		int r = errno_set(err, "cannot rename spool file", tmp);
+
+		(void)unlinkat(s->dirfd, tmp, 0);
+		return r;
+	}
+	(void)fsync(s->dirfd);
+	return 0;
+}
+
+static unsigned long long read_done(struct wbs_spool *s)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+
+	if (read_file(s, "done", 64, &text, &len, NULL) < 0)
+		return 0;
+	return strtoull(text, NULL, 10);
+}
+
+struct queue {
+	struct wbs_spool_event *events; /* undelivered only */
+	size_t n;
+	unsigned long long last_seq; /* of any event in the file */
+	size_t file_len;
+	size_t good_len; /* up to the end of the last complete line */
+};
+
+static void queue_release(struct queue *q)
+{
+	wbs_spool_events_free(q->events, q->n);
+	*q = (struct queue){ 0 };
+}
+
+static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *err)
+{
+	unsigned long long done = read_done(s);
+	_cleanup_free_ char *text = NULL;
+	size_t len, cap = 0;
+	char *line, *nl;
+	int r;
+
+	*q = (struct queue){ 0 };
+	r = read_file(s, "queue", (size_t)s->max_bytes + 65536, &text, &len, err);
+	if (r < 0)
+		return r;
+	q->file_len = len;
+	q->last_seq = done;
+	for (line = text; (nl = strchr(line, '\n')); line = nl + 1) {
+		struct json_object *o, *v;
+		unsigned long long seq;
+
+		*nl = '\0';
+		q->good_len = (size_t)(nl + 1 - text);
+		o = json_tokener_parse(line);
+		if (!o || !json_object_object_get_ex(o, "seq", &v) ||
+		    !json_object_is_type(v, json_type_int)) {
+			wbs_log(WBS_LOG_WARNING, "spool '%s': skipping a damaged event", s->dir);
+			json_object_put(o);
+			continue;
+		}
+		seq = (unsigned long long)json_object_get_int64(v);
+		if (seq > q->last_seq)
+			q->last_seq = seq;
+		if (seq <= done) {
+			json_object_put(o);
+			continue;
+		}
+		if (q->n == cap) {
+			struct wbs_spool_event *bigger;
+
+			cap = cap ? cap * 2 : 16;
+			bigger = realloc(q->events, cap * sizeof(*bigger));
+			if (!bigger) {
+				json_object_put(o);
+				queue_release(q);
+				return wbs_error_set(err, -ENOMEM, "out of memory");
+			}
+			q->events = bigger;
+		}
+		q->events[q->n] = (struct wbs_spool_event){
+			.seq = seq,
+			.obj = o,
+			.run = json_object_object_get_ex(o, "run", &v) ? json_object_get_string(v)
+								       : "",
+			.at_ms = json_object_object_get_ex(o, "at", &v) ? json_object_get_int64(v)
+								       : 0,
+		};
+		q->n++;
+	}
+	return 0;
+}
+
+void wbs_spool_events_free(struct wbs_spool_event *events, size_t n)
+{
+	for (size_t i = 0; events && i < n; i++)
+		json_object_put(events[i].obj);
+	free(events);
+}
+
+int wbs_spool_pending(struct wbs_spool *spool, struct wbs_spool_event **ret_events, size_t *ret_n,
+		      struct wbs_error *err)
+{
+	struct queue q;
+	int r = load_queue(spool, &q, err);
+
+	if (r < 0)
+		return r;
+	*ret_events = q.events;
+	*ret_n = q.n;
+	return 0;
+}
+
+bool wbs_spool_has_run(struct wbs_spool *spool, const char *run)
+{
+	struct queue q;
+	bool found = false;
+
+	if (load_queue(spool, &q, NULL) < 0)
+		return true; /* unsure: keep the order by queueing */
+	for (size_t i = 0; i < q.n && !found; i++)
+		found = strcmp(q.events[i].run, run) == 0;
+	queue_release(&q);
+	return found;
+}
+
+static bool same_argv(struct json_object *a, struct json_object *b)
+{
+	struct json_object *x, *y;
+
+	if (!json_object_object_get_ex(a, "argv", &x) || !json_object_object_get_ex(b, "argv", &y))
+		return false;
+	return strcmp(json_object_to_json_string_ext(x, JSON_C_TO_STRING_PLAIN),
+		      json_object_to_json_string_ext(y, JSON_C_TO_STRING_PLAIN)) == 0;
+}
+
+int wbs_spool_append(struct wbs_spool *spool, struct json_object *event, struct wbs_error *err)
+{
+	_cleanup_json_ struct json_object *rec = NULL;
+	struct json_object *run;
+	const char *text;
+	struct queue q;
+	size_t len;
+	int fd, r;
+
+	if (!json_object_object_get_ex(event, "run", &run))
+		return wbs_error_set(err, -EINVAL, "spool event without a run");
+	r = load_queue(spool, &q, err);
+	if (r < 0)
+		return r;
+	/* Coalesce: the same change queued twice in a row for a run is one change. */
+	for (size_t i = q.n; i-- > 0;) {
+		if (strcmp(q.events[i].run, json_object_get_string(run)) != 0)
+			continue;
+		if (same_argv(q.events[i].obj, event)) {
+			queue_release(&q);
+			return 0;
+		}
+		break;
+	}
+	if (json_object_deep_copy(event, &rec, NULL) < 0 ||
+	    json_object_object_add(rec, "seq", json_object_new_int64((int64_t)q.last_seq + 1)) < 0 ||
+	    json_object_object_add(rec, "at", json_object_new_int64(now_epoch_ms())) < 0) {
+		queue_release(&q);
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	}
+	text = json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN);
+	len = strlen(text);
+	if ((long)(q.good_len + len + 1) > spool->max_bytes) {
+		queue_release(&q);
+		return wbs_error_set(err, -ENOSPC,
+				     "spool '%s' is full (spool_max_bytes %ld): the change is lost",
+				     spool->dir, spool->max_bytes);
+	}
+	fd = openat(spool->dirfd, "queue", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		queue_release(&q);
+		return errno_set(err, "cannot open the queue of spool", spool->dir);
+	}
+	{
+		/* One write of the line at the end of the last whole line: a torn line goes. */
+		_cleanup_free_ char *line = malloc(len + 2);
+
+		if (!line) {
+			(void)close(fd);
+			queue_release(&q);
+			return wbs_error_set(err, -ENOMEM, "out of memory");
+		}
+		memcpy(line, text, len);
+		line[len] = '\n';
+		if ((q.file_len != q.good_len && ftruncate(fd, (off_t)q.good_len) < 0) ||
+		    pwrite(fd, line, len + 1, (off_t)q.good_len) != (ssize_t)(len + 1) ||
+		    fsync(fd) < 0) {
+			r = errno_set(err, "cannot write the queue of spool", spool->dir);
+			(void)close(fd);
+			queue_release(&q);
+			return r;
+		}
+	}
+	(void)close(fd);
+	if (q.file_len == 0)
+		(void)fsync(spool->dirfd); /* a new file: make its name durable too */
+	queue_release(&q);
+	return 0;
+}
+
+int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err)
+{
+	char text[32];
+	struct queue q;
+	int r;
+
+	(void)snprintf(text, sizeof(text), "%llu\n", seq);
+	r = write_file(spool, "done", text, err);
+	if (r < 0)
+		return r;
+	r = load_queue(spool, &q, err);
+	if (r < 0)
+		return r;
+	if (q.n == 0 && q.file_len > 0) {
+		/* everything delivered: start the file afresh (seq goes on from "done") */
+		int fd = openat(spool->dirfd, "queue", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+
+		if (fd >= 0) {
+			if (ftruncate(fd, 0) == 0)
+				(void)fsync(fd);
+			(void)close(fd);
+		}
+	}
+	queue_release(&q);
+	return 0;
+}
+
+bool wbs_spool_breaker_is_open(struct wbs_spool *spool, long *ret_remaining_ms)
+{
+	_cleanup_free_ char *text = NULL;
+	long long until, now = now_epoch_ms();
+	size_t len;
+
+	if (read_file(spool, "breaker", 64, &text, &len, NULL) < 0 || len == 0)
+		return false;
+	until = strtoll(text, NULL, 10);
+	if (until <= now)
+		return false;
+	if (ret_remaining_ms)
+		*ret_remaining_ms = (long)(until - now);
+	return true;
+}
+
+int wbs_spool_breaker_trip(struct wbs_spool *spool, long cooldown_ms, struct wbs_error *err)
+{
+	char text[32];
+
+	if (cooldown_ms <= 0)
+		return 0;
+	(void)snprintf(text, sizeof(text), "%lld\n", now_epoch_ms() + cooldown_ms);
+	return write_file(spool, "breaker", text, err);
+}
+
+void wbs_spool_breaker_reset(struct wbs_spool *spool)
+{
+	(void)unlinkat(spool->dirfd, "breaker", 0);
+}
