@@ -96,11 +96,12 @@ static void describe(struct json_object *event, char *buf, size_t size)
 
 /*
  * Delivers queued changes in order until one cannot go (W&B unavailable),
- * the queue is empty, or @budget_ms (< 0: none) is spent.  Lock held.
+ * the queue is empty, @stop_seq (0: none) is reached, or @budget_ms (< 0:
+ * none) is spent.  Lock held.
  * Returns 0, or the exit code that stopped it; *ret_left counts what stays.
  */
 static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budget_ms,
-			size_t *ret_left, size_t *ret_done)
+			unsigned long long stop_seq, size_t *ret_left, size_t *ret_done)
 {
 	struct wbs_spool_event *events = NULL;
 	struct wbs_error err = { 0 };
@@ -119,7 +120,7 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 		long left = budget_ms < 0 ? -1 : budget_ms - (now_ms() - start);
 		int code;
 
-		if (budget_ms >= 0 && left <= 0)
+		if ((budget_ms >= 0 && left <= 0) || (stop_seq && events[i].seq >= stop_seq))
 			break;
 		if (ctx->client)
 			wbs_client_begin_ms(ctx->client, left < 0 ? ctx->cfg.budget_ms : left);
@@ -154,15 +155,15 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 	return ret;
 }
 
-static int queue(struct hook_ctx *ctx, struct wbs_spool *spool, const char *run_key, int argc,
-		 char **argv, const char *why)
+/* Writes the change to the spool (before it is sent: a kill -9 loses nothing). */
+static int write_ahead(struct hook_ctx *ctx, struct wbs_spool *spool, const char *run_key,
+		       int argc, char **argv, unsigned long long *ret_seq, struct wbs_error *err)
 {
 	_cleanup_json_ struct json_object *ev = json_object_new_object(), *jargv = NULL;
-	struct wbs_error err = { 0 };
 
 	jargv = json_object_new_array();
 	if (!ev || !jargv)
-		return HOOK_EXIT_FAILED;
+		return wbs_error_set(err, -ENOMEM, "out of memory");
 	for (int i = 0; i < argc; i++)
 		json_object_array_add(jargv, json_object_new_string(argv[i]));
 	json_object_object_add(ev, "run", json_object_new_string(run_key));
@@ -171,13 +172,22 @@ static int queue(struct hook_ctx *ctx, struct wbs_spool *spool, const char *run_
 	json_object_object_add(ev, "project",
 			       json_object_new_string(wbs_config_project(&ctx->cfg)));
 	json_object_object_add(ev, "argv", TAKE_PTR(jargv));
-	if (wbs_spool_append(spool, ev, &err) < 0) {
-		wbs_err("%s", err.msg);
+	return wbs_spool_append(spool, ev, ret_seq, err);
+}
+
+/* The change stays queued: say so; --strict takes it back and fails. */
+static int keep_queued(struct hook_ctx *ctx, struct wbs_spool *spool, unsigned long long seq,
+		       const char *run_key, const char *cmd, const char *why)
+{
+	if (ctx->strict) {
+		if (seq)
+			(void)wbs_spool_remove(spool, seq, NULL);
+		wbs_err("%s; the change was not kept for later delivery", why);
 		return HOOK_EXIT_UNAVAILABLE;
 	}
-	wbs_warning("%s; '%s' for run '%s' is kept in spool '%s' for later delivery", why, argv[0],
+	wbs_warning("%s; '%s' for run '%s' is kept in spool '%s' for later delivery", why, cmd,
 		    run_key, wbs_spool_dir(spool));
-	return ctx->strict ? HOOK_EXIT_UNAVAILABLE : HOOK_EXIT_OK;
+	return HOOK_EXIT_OK;
 }
 
 int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **argv,
@@ -186,6 +196,7 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 	struct wbs_client *client;
 	struct wbs_spool *spool = NULL;
 	struct wbs_error err = { 0 };
+	unsigned long long seq = 0;
 	size_t left = 0, done = 0;
 	long cooldown = 0;
 	int ret, r;
@@ -200,10 +211,12 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 	}
 
 	if (wbs_spool_open(&ctx->cfg, &spool, &err) < 0 ||
-	    wbs_spool_lock(spool, ctx->cfg.budget_ms, &err) < 0) {
+	    wbs_spool_lock(spool, ctx->cfg.budget_ms, &err) < 0 ||
+	    write_ahead(ctx, spool, run_key, argc, argv, &seq, &err) < 0) {
 		/* No spool: deliver now or say plainly that the change is lost. */
-		wbs_warning("%s", err.msg);
+		wbs_err("%s", err.msg);
 		wbs_spool_close(spool);
+		wbs_error_clear(&err);
 		wbs_client_begin(client);
 		r = send(ctx, client, data, &err);
 		if (r < 0 && wbs_error_is_unavailable(r)) {
@@ -212,47 +225,43 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 		}
 		return r < 0 ? hook_fail(ctx, r, &err) : HOOK_EXIT_OK;
 	}
+	*ret_queued = true;
+	if (seq == 0) {
+		/* the very same change already waits for this run */
+		ret = keep_queued(ctx, spool, 0, run_key, argv[0],
+				  "the same change is already waiting");
+		goto out;
+	}
 
 	/* An outage costs one timeout per node: while the breaker is open, queue at once. */
-	if (wbs_spool_breaker_is_open(spool, &cooldown) && !ctx->strict) {
+	if (wbs_spool_breaker_is_open(spool, &cooldown)) {
 		char why[96];
 
 		(void)snprintf(why, sizeof(why), "W&B was unavailable moments ago (retrying in %ld s)",
 			       (cooldown + 999) / 1000);
-		*ret_queued = true;
-		ret = queue(ctx, spool, run_key, argc, argv, why);
+		ret = keep_queued(ctx, spool, seq, run_key, argv[0], why);
 		goto out;
 	}
-	r = flush_locked(ctx, spool, ctx->cfg.flush_budget_ms, &left, &done);
-	if (left > 0 && wbs_spool_has_run(spool, run_key)) {
-		*ret_queued = true;
-		if (ctx->strict) {
-			wbs_err("run '%s' has earlier changes W&B has not taken yet; the change was not kept for later delivery",
-				run_key);
-			ret = HOOK_EXIT_UNAVAILABLE;
-		} else {
-			ret = queue(ctx, spool, run_key, argc, argv,
-				    "earlier changes to this run are still waiting");
-		}
+	/* What was queued before goes first. */
+	(void)flush_locked(ctx, spool, ctx->cfg.flush_budget_ms, seq, &left, &done);
+	if (wbs_spool_has_run(spool, run_key, seq)) {
+		ret = keep_queued(ctx, spool, seq, run_key, argv[0],
+				  "earlier changes to this run are still waiting");
 		goto out;
 	}
-	(void)r;
 	wbs_client_begin(client);
 	r = send(ctx, client, data, &err);
-	if (r == 0) {
-		wbs_spool_breaker_reset(spool);
-		ret = HOOK_EXIT_OK;
-	} else if (wbs_error_is_unavailable(r)) {
-		(void)wbs_spool_breaker_trip(spool, ctx->cfg.breaker_cooldown_ms, NULL);
-		*ret_queued = true;
-		if (ctx->strict) {
-			wbs_err("%s; the change was not kept for later delivery", err.msg);
-			ret = HOOK_EXIT_UNAVAILABLE;
-		} else {
-			ret = queue(ctx, spool, run_key, argc, argv, err.msg);
-		}
+	if (r == 0 || !wbs_error_is_unavailable(r)) {
+		/* delivered, or refused for good: either way it leaves the queue */
+		if (wbs_spool_remove(spool, seq, &err) < 0)
+			wbs_warning("%s", err.msg);
+		*ret_queued = false;
+		if (r == 0)
+			wbs_spool_breaker_reset(spool);
+		ret = r == 0 ? HOOK_EXIT_OK : hook_fail(ctx, r, &err);
 	} else {
-		ret = hook_fail(ctx, r, &err);
+		(void)wbs_spool_breaker_trip(spool, ctx->cfg.breaker_cooldown_ms, NULL);
+		ret = keep_queued(ctx, spool, seq, run_key, argv[0], err.msg);
 	}
 out:
 	wbs_spool_close(spool);
@@ -333,7 +342,7 @@ int cmd_flush(struct hook_ctx *ctx, int argc, char **argv)
 	ret = hook_client(ctx, &client);
 	if (ret == 0) {
 		/* An explicit flush tries now, whatever the breaker says. */
-		ret = flush_locked(ctx, spool, -1, &left, &done);
+		ret = flush_locked(ctx, spool, -1, 0, &left, &done);
 		if (ret == HOOK_EXIT_UNAVAILABLE)
 			wbs_err("W&B unavailable: %s; %zu change%s still queued", ctx->replay_err.msg,
 				left, left == 1 ? "" : "s");

@@ -323,7 +323,7 @@ int wbs_spool_pending(struct wbs_spool *spool, struct wbs_spool_event **ret_even
 	return 0;
 }
 
-bool wbs_spool_has_run(struct wbs_spool *spool, const char *run)
+bool wbs_spool_has_run(struct wbs_spool *spool, const char *run, unsigned long long before)
 {
 	struct queue q;
 	bool found = false;
@@ -331,7 +331,8 @@ bool wbs_spool_has_run(struct wbs_spool *spool, const char *run)
 	if (load_queue(spool, &q, NULL) < 0)
 		return true; /* unsure: keep the order by queueing */
 	for (size_t i = 0; i < q.n && !found; i++)
-		found = strcmp(q.events[i].run, run) == 0;
+		found = (before == 0 || q.events[i].seq < before) &&
+			strcmp(q.events[i].run, run) == 0;
 	queue_release(&q);
 	return found;
 }
@@ -346,7 +347,8 @@ static bool same_argv(struct json_object *a, struct json_object *b)
 		      json_object_to_json_string_ext(y, JSON_C_TO_STRING_PLAIN)) == 0;
 }
 
-int wbs_spool_append(struct wbs_spool *spool, struct json_object *event, struct wbs_error *err)
+int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
+		     unsigned long long *ret_seq, struct wbs_error *err)
 {
 	_cleanup_json_ struct json_object *rec = NULL;
 	struct json_object *run;
@@ -366,6 +368,8 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event, struct 
 			continue;
 		if (same_argv(q.events[i].obj, event)) {
 			queue_release(&q);
+			if (ret_seq)
+				*ret_seq = 0;
 			return 0;
 		}
 		break;
@@ -412,8 +416,57 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event, struct 
 	(void)close(fd);
 	if (q.file_len == 0)
 		(void)fsync(spool->dirfd); /* a new file: make its name durable too */
+	if (ret_seq)
+		*ret_seq = q.last_seq + 1;
 	queue_release(&q);
 	return 0;
+}
+
+int wbs_spool_remove(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	struct queue q;
+	size_t len;
+	FILE *f;
+	char *out = NULL, *line, *nl;
+	size_t out_len = 0;
+	int r;
+
+	r = load_queue(spool, &q, err);
+	if (r < 0)
+		return r;
+	if (q.n > 0 && q.events[0].seq == seq) {
+		/* the oldest: the "done" mark covers it */
+		queue_release(&q);
+		return wbs_spool_mark_done(spool, seq, err);
+	}
+	queue_release(&q);
+	/* Otherwise rewrite the queue without it: temp file, fsync, rename. */
+	r = read_file(spool, "queue", (size_t)spool->max_bytes + 65536, &text, &len, err);
+	if (r < 0)
+		return r;
+	f = open_memstream(&out, &out_len);
+	if (!f)
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	for (line = text; (nl = strchr(line, '\n')); line = nl + 1) {
+		struct json_object *o, *v;
+		bool drop = false;
+
+		*nl = '\0';
+		o = json_tokener_parse(line);
+		if (o && json_object_object_get_ex(o, "seq", &v))
+			drop = (unsigned long long)json_object_get_int64(v) == seq;
+		json_object_put(o);
+		if (!drop)
+			fprintf(f, "%s\n", line);
+	}
+	if (fclose(f) != 0) {
+		free(out);
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	}
+	r = write_file(spool, "queue", out, err);
+	free(out);
+	return r;
 }
 
 int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err)

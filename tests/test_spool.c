@@ -47,7 +47,7 @@ static void add(const char *run, const char *cmd)
 
 	snprintf(text, sizeof(text), "{\"run\":\"%s\",\"argv\":[\"%s\",\"%s\"]}", run, cmd, run);
 	ev = json_tokener_parse(text);
-	cr_assert_eq(wbs_spool_append(spool, ev, NULL), 0);
+	cr_assert_eq(wbs_spool_append(spool, ev, NULL, NULL), 0);
 	json_object_put(ev);
 }
 
@@ -81,8 +81,10 @@ Test(spool, keeps_events_in_order_and_coalesces_repeats)
 	p = pending_joined();
 	cr_assert_str_eq(p, "1:start,2:start,3:preempting,4:requeue");
 	free(p);
-	cr_assert(wbs_spool_has_run(spool, "e/p/b"));
-	cr_assert_not(wbs_spool_has_run(spool, "e/p/c"));
+	cr_assert(wbs_spool_has_run(spool, "e/p/b", 0));
+	cr_assert_not(wbs_spool_has_run(spool, "e/p/c", 0));
+	cr_assert(wbs_spool_has_run(spool, "e/p/a", 2));
+	cr_assert_not(wbs_spool_has_run(spool, "e/p/b", 2));
 }
 
 Test(spool, delivered_events_are_not_read_again_and_numbers_go_on)
@@ -103,6 +105,33 @@ Test(spool, delivered_events_are_not_read_again_and_numbers_go_on)
 	p = pending_joined();
 	cr_assert_str_eq(p, "3:start");
 	free(p);
+}
+
+Test(spool, one_event_can_be_taken_out_of_turn)
+{
+	unsigned long long seq = 0;
+	struct json_object *ev = json_tokener_parse("{\"run\":\"e/p/c\",\"argv\":[\"finish\"]}");
+	char *p;
+
+	add("e/p/a", "start");
+	cr_assert_eq(wbs_spool_append(spool, ev, &seq, NULL), 0);
+	cr_assert_eq(seq, 2);
+	add("e/p/b", "start");
+	cr_assert_eq(wbs_spool_remove(spool, 2, NULL), 0);
+	p = pending_joined();
+	cr_assert_str_eq(p, "1:start,3:start");
+	free(p);
+	cr_assert_eq(wbs_spool_remove(spool, 1, NULL), 0);
+	p = pending_joined();
+	cr_assert_str_eq(p, "3:start");
+	free(p);
+	/* coalesced: the same change for the same run is already queued */
+	add("e/p/c", "start");
+	cr_assert_eq(wbs_spool_append(spool, ev, &seq, NULL), 0);
+	cr_assert_neq(seq, 0);
+	cr_assert_eq(wbs_spool_append(spool, ev, &seq, NULL), 0);
+	cr_assert_eq(seq, 0);
+	json_object_put(ev);
 }
 
 Test(spool, a_torn_last_line_is_ignored_and_overwritten)
@@ -138,7 +167,7 @@ Test(spool, a_full_spool_refuses_loudly)
 	for (int i = 0; i < 200; i++) {
 		snprintf(run, sizeof(run), "e/p/run%d", i);
 		json_object_object_add(ev, "run", json_object_new_string(run));
-		if (wbs_spool_append(spool, ev, &err) < 0)
+		if (wbs_spool_append(spool, ev, NULL, &err) < 0)
 			break;
 	}
 	cr_assert_eq(err.code, -ENOSPC);

@@ -51,10 +51,12 @@ struct wbs_spool_event {
  * Appends an event (lock held): @event is borrowed and must have "run" (a
  * string) and "argv" (an array of strings); "seq" and "at" are added.  An
  * event equal to the last one queued for the same run is coalesced (not
- * written again).  Written with one write() and fsync()ed.  -ENOSPC when the
- * spool would pass spool_max_bytes.
+ * written again; *ret_seq is 0 then).  Written with one write() and
+ * fsync()ed.  *ret_seq (may be NULL) is the event's sequence number.
+ * -ENOSPC when the spool would pass spool_max_bytes.
  */
-int wbs_spool_append(struct wbs_spool *spool, struct json_object *event, struct wbs_error *err);
+int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
+		     unsigned long long *ret_seq, struct wbs_error *err);
 
 /*
  * The undelivered events in order (lock held).  *ret_events: free with
@@ -65,8 +67,17 @@ int wbs_spool_pending(struct wbs_spool *spool, struct wbs_spool_event **ret_even
 		      struct wbs_error *err);
 void wbs_spool_events_free(struct wbs_spool_event *events, size_t n);
 
-/* True when an undelivered event concerns @run (lock held). */
-bool wbs_spool_has_run(struct wbs_spool *spool, const char *run);
+/*
+ * True when an undelivered event numbered below @before (0: any) concerns
+ * @run (lock held).
+ */
+bool wbs_spool_has_run(struct wbs_spool *spool, const char *run, unsigned long long before);
+
+/*
+ * Forgets one undelivered event (lock held): delivered out of turn, or taken
+ * back.  Durable, like wbs_spool_mark_done().
+ */
+int wbs_spool_remove(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err);
 
 /*
  * Records that every event up to @seq is delivered (lock held), durably,
