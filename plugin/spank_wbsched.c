@@ -249,9 +249,20 @@ static int submit(spank_t sp, int ac, char **av)
 		goto out;
 
 	n = plugin_job_control_vars(&job, vars);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		char name[64];
+
 		if (spank_job_control_setenv(sp, vars[i].name, vars[i].value, 1) != ESPANK_SUCCESS)
 			wbs_log(WBS_LOG_WARNING, "cannot pass %s to the job", vars[i].name);
+		/*
+		 * srun's job control variables reach the prolog but not its own
+		 * step (research §4.4): srun hands its environment to the tasks,
+		 * so put them there under the name they have in a batch job.
+		 */
+		(void)snprintf(name, sizeof(name), "SLURM_SPANK_%s", vars[i].name);
+		if (spank_context() == S_CTX_LOCAL)
+			(void)setenv(name, vars[i].value, 1);
+	}
 
 	/*
 	 * Pending at once; detached, so that sbatch never waits for W&B.  An
@@ -284,15 +295,36 @@ out:
 	return ret;
 }
 
+/* The job's SLURM_SPANK_WBSCHED_* variables, as job control variables again. */
+static void reexport(spank_t sp)
+{
+	struct plugin_var vars[PLUGIN_MAX_VARS];
+	struct plugin_job job = { 0 };
+	size_t n;
+
+	if (plugin_job_from_env(env_getenv, NULL, "SLURM_SPANK_", &job) < 0)
+		return;
+	n = plugin_job_control_vars(&job, vars);
+	for (size_t i = 0; i < n; i++)
+		(void)spank_job_control_setenv(sp, vars[i].name, vars[i].value, 1);
+	plugin_job_release(&job);
+}
+
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	switch (spank_context()) {
 	case S_CTX_ALLOCATOR:
 		return submit(sp, ac, av);
 	case S_CTX_LOCAL:
-		/* srun inside an allocation: the job already has its run. */
-		if (getenv("SLURM_JOB_ID"))
+		/*
+		 * srun inside an allocation: the job already has its run.  Under
+		 * salloc the prolog runs at the first srun and sees that srun's
+		 * job control variables, so pass the job's on again.
+		 */
+		if (getenv("SLURM_JOB_ID")) {
+			reexport(sp);
 			return 0;
+		}
 		return submit(sp, ac, av);
 	default:
 		return 0;
@@ -479,10 +511,9 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
 	/* The job control variables arrive as SLURM_SPANK_*, even with --export=NONE. */
 	if (plugin_job_from_env(spank_env, sp, "SLURM_SPANK_", &job) < 0)
 		return 0;
-	if (spank_get_item(sp, S_JOB_ARRAY_ID, &array_id) == ESPANK_SUCCESS && array_id != 0 &&
-	    spank_get_item(sp, S_JOB_ARRAY_TASK_ID, &task) != ESPANK_SUCCESS)
-		task = PLUGIN_NO_ARRAY_TASK;
-	if (array_id == 0)
+	/* srun steps of a plain job report an array id with task NO_VAL: not an array */
+	if (spank_get_item(sp, S_JOB_ARRAY_ID, &array_id) != ESPANK_SUCCESS || array_id == 0 ||
+	    spank_get_item(sp, S_JOB_ARRAY_TASK_ID, &task) != ESPANK_SUCCESS || task == NO_VAL)
 		task = PLUGIN_NO_ARRAY_TASK;
 	n = plugin_job_task_env(&job, task, id, sizeof(id), vars);
 	for (size_t i = 0; i < n; i++)
@@ -506,6 +537,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	struct wbs_config cfg;
 	struct plugin_exec x;
 	struct wbs_error err = { 0 };
+	char *after = NULL;
 	int status = 0;
 
 	if (plugin_job_from_env(spank_env, sp, "SLURM_SPANK_", &job) < 0 || !job.after) {
@@ -520,6 +552,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		plugin_argv_add(&a, "--timeout");
 		plugin_argv_addf(&a, "%.3f", (double)cfg.after_timeout_ms / 1000.0);
 	}
+	after = strdup(job.after);
 	for (char *save = NULL, *t = strtok_r(job.after, ",", &save); t;
 	     t = strtok_r(NULL, ",", &save))
 		plugin_argv_add(&a, t);
@@ -542,12 +575,12 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	if (status != 0) {
 		dprintf(STDERR_FILENO,
 			"wbsched: --wandb-after=%s: %s; the job's tasks do not start\n",
-			getenv("SLURM_SPANK_WBSCHED_AFTER") ? getenv("SLURM_SPANK_WBSCHED_AFTER")
-							    : "",
+			after ? after : "",
 			status == 2 ? "the wait timed out" : "a run it waits for did not finish");
 		_exit(status == 2 ? 2 : 1);
 	}
 out:
+	free(after);
 	plugin_argv_release(&a);
 	wbs_config_release(&cfg);
 	plugin_job_release(&job);
