@@ -27,6 +27,7 @@ struct wbs_spool {
 	int dirfd;
 	int lockfd;
 	long max_bytes;
+	char breaker[32]; /* "breaker-<hash of base_url>": one per W&B server */
 };
 
 static long long now_epoch_ms(void)
@@ -96,6 +97,14 @@ int wbs_spool_open(const struct wbs_config *cfg, struct wbs_spool **ret, struct 
 	s->dirfd = fd;
 	s->lockfd = -1;
 	s->max_bytes = cfg->spool_max_bytes;
+	{
+		/* FNV-1a: a W&B server that is down says nothing about another one */
+		unsigned long long h = 14695981039346656037ULL;
+
+		for (const char *p = wbs_config_base_url(cfg); *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+		(void)snprintf(s->breaker, sizeof(s->breaker), "breaker-%016llx", h);
+	}
 	*ret = s;
 	return 0;
 }
@@ -502,7 +511,7 @@ bool wbs_spool_breaker_is_open(struct wbs_spool *spool, long *ret_remaining_ms)
 	long long until, now = now_epoch_ms();
 	size_t len;
 
-	if (read_file(spool, "breaker", 64, &text, &len, NULL) < 0 || len == 0)
+	if (read_file(spool, spool->breaker, 64, &text, &len, NULL) < 0 || len == 0)
 		return false;
 	until = strtoll(text, NULL, 10);
 	if (until <= now)
@@ -519,10 +528,10 @@ int wbs_spool_breaker_trip(struct wbs_spool *spool, long cooldown_ms, struct wbs
 	if (cooldown_ms <= 0)
 		return 0;
 	(void)snprintf(text, sizeof(text), "%lld\n", now_epoch_ms() + cooldown_ms);
-	return write_file(spool, "breaker", text, err);
+	return write_file(spool, spool->breaker, text, err);
 }
 
 void wbs_spool_breaker_reset(struct wbs_spool *spool)
 {
-	(void)unlinkat(spool->dirfd, "breaker", 0);
+	(void)unlinkat(spool->dirfd, spool->breaker, 0);
 }

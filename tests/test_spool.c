@@ -213,3 +213,14 @@ Test(spool, the_breaker_opens_for_the_cooldown)
 	cr_assert_eq(wbs_spool_breaker_trip(spool, 0, NULL), 0); /* 0: never opens */
 	cr_assert_not(wbs_spool_breaker_is_open(spool, NULL));
 }
+
+Test(spool, one_servers_outage_does_not_open_the_breaker_of_another)
+{
+	struct wbs_spool *other = NULL;
+
+	cr_assert_eq(wbs_spool_breaker_trip(spool, 5000, NULL), 0);
+	cr_assert_eq(wbs_config_set(&cfg, "base_url", "https://other.example", NULL, NULL), 0);
+	cr_assert_eq(wbs_spool_open(&cfg, &other, NULL), 0);
+	cr_assert_not(wbs_spool_breaker_is_open(other, NULL));
+	wbs_spool_close(other);
+}

@@ -17,7 +17,8 @@ struct wbs_error;
  * of their own, delivered with their own key):
  *   queue     one JSON object per line, appended with fsync
  *   done      the sequence number of the last delivered event (atomic rename)
- *   breaker   the time until which calls skip the network (circuit breaker)
+ *   breaker-* the time until which calls to one W&B server skip the network
+ *             (the circuit breaker; one file per base_url)
  *   lock      flock()ed by whoever reads or writes the three above
  * No file ever holds the API key.
  */
