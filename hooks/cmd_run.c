@@ -76,6 +76,8 @@ static void print_info(const struct hook_ctx *ctx, const struct wbs_run_info *in
 	_cleanup_free_ char *path = wbs_run_path(info->entity, info->project, info->id);
 	_cleanup_json_ struct json_object *o = NULL;
 
+	if (ctx->no_output)
+		return;
 	if (!ctx->json) {
 		printf("%s %s\n", path ? path : "?", info->exists ? info->state : "not-started");
 		return;

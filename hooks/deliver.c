@@ -75,6 +75,17 @@ static int replay(struct hook_ctx *ctx, struct json_object *event)
 	return ret;
 }
 
+/* A change queued for another W&B server is not delivered to this one. */
+static bool for_this_server(struct hook_ctx *ctx, struct json_object *event)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(event, "base_url", &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return true;
+	return strcmp(json_object_get_string(v), wbs_config_base_url(&ctx->cfg)) == 0;
+}
+
 /* Shows a queued change as its command line. */
 static void describe(struct json_object *event, char *buf, size_t size)
 {
@@ -106,9 +117,10 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 	struct wbs_spool_event *events = NULL;
 	struct wbs_error err = { 0 };
 	long start = now_ms();
-	size_t n = 0, i;
+	size_t n = 0, i, skipped = 0;
 	int ret = 0;
 
+	(void)skipped;
 	*ret_left = 0;
 	*ret_done = 0;
 	if (wbs_spool_pending(spool, &events, &n, &err) < 0) {
@@ -122,6 +134,10 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 
 		if ((budget_ms >= 0 && left <= 0) || (stop_seq && events[i].seq >= stop_seq))
 			break;
+		if (!for_this_server(ctx, events[i].obj)) {
+			skipped++; /* another W&B server's: it waits for a wbsched set up for it */
+			continue;
+		}
 		if (ctx->client)
 			wbs_client_begin_ms(ctx->client, left < 0 ? ctx->cfg.budget_ms : left);
 		code = replay(ctx, events[i].obj);
@@ -140,7 +156,7 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 				    events[i].run, ctx->replay_err.msg);
 		else
 			wbs_debug("delivered queued change '%s'", what);
-		if (wbs_spool_mark_done(spool, events[i].seq, &err) < 0) {
+		if (wbs_spool_remove(spool, events[i].seq, &err) < 0) {
 			wbs_err("%s", err.msg);
 			ret = HOOK_EXIT_FAILED;
 			i++;
@@ -167,6 +183,8 @@ static int write_ahead(struct hook_ctx *ctx, struct wbs_spool *spool, const char
 	for (int i = 0; i < argc; i++)
 		json_object_array_add(jargv, json_object_new_string(argv[i]));
 	json_object_object_add(ev, "run", json_object_new_string(run_key));
+	json_object_object_add(ev, "base_url",
+			       json_object_new_string(wbs_config_base_url(&ctx->cfg)));
 	json_object_object_add(ev, "entity",
 			       ctx->cfg.entity ? json_object_new_string(ctx->cfg.entity) : NULL);
 	json_object_object_add(ev, "project",

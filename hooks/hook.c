@@ -43,6 +43,10 @@ static const struct hook_cmd commands[] = {
 	  "wait until runs end" },
 	{ "flush", cmd_flush, "[--status]",
 	  "deliver the changes kept in the spool, or show them" },
+	{ "watchdog", cmd_watchdog,
+	  "[--grace SECONDS] [--run RUN] [--cloud gce,aws,azure] [--heartbeat SECONDS]\n"
+	  "         [--cloud-interval SECONDS] [--no-kubernetes] -- CMD [ARGS...]",
+	  "run CMD and keep its run in step: running, preempting, finished or failed" },
 };
 
 static void print_help(void)
@@ -322,6 +326,12 @@ int hook_main(int argc, char **argv)
 	}
 
 	ret = load_config(&ctx, file, n_sets, sets);
+	if (ret != 0 && strcmp(cmd->name, "watchdog") == 0) {
+		/* Never keep the job's command from running over a bad setting. */
+		wbs_config_release(&ctx.cfg);
+		ctx.config_failed = true;
+		ret = 0;
+	}
 	if (ret != 0)
 		goto out;
 	if (verbosity > 0)

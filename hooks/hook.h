@@ -31,6 +31,8 @@ struct hook_ctx {
 	bool quiet;
 	struct wbs_client *client; /* made on first use by hook_client() */
 	bool replaying;		   /* delivering a spooled change: no spool, no output */
+	bool no_output;		   /* print nothing on stdout (the watchdog's is CMD's) */
+	bool config_failed;	   /* watchdog: the settings are bad, run CMD without W&B */
 	struct wbs_error replay_err; /* why a replayed change failed */
 };
 
@@ -85,6 +87,7 @@ int cmd_requeue(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_fail(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_finish(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_wait(struct hook_ctx *ctx, int argc, char **argv);
+int cmd_watchdog(struct hook_ctx *ctx, int argc, char **argv); /* cmd_watchdog.c */
 int cmd_flush(struct hook_ctx *ctx, int argc, char **argv);
 
 /* Runs a command of the table by name (the spool's replay). */

@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 packages="build-essential cmake pkg-config
 libcurl4-openssl-dev libjson-c-dev libyaml-dev libcriterion-dev
-nodejs npm curl
+nodejs npm curl valgrind yamllint openssl
 munge slurmctld slurmd slurm-client libslurm-dev"
 
 missing=""
@@ -29,4 +29,9 @@ fi
 if [ ! -d "$top/tests/emulator/node_modules/graphql" ]; then
 	echo "install-deps: npm ci in tests/emulator"
 	(cd "$top/tests/emulator" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d "$top/deploy/kubernetes/validate/node_modules/kubernetes-models" ]; then
+	echo "install-deps: npm ci in deploy/kubernetes/validate"
+	(cd "$top/deploy/kubernetes/validate" && npm ci --no-audit --no-fund --loglevel=error)
 fi

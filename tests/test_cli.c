@@ -491,6 +491,12 @@ Test(cli, an_unreachable_server_keeps_the_change_within_the_budget)
 	cr_assert_not_null(strstr(r.err, "'start' for run '-/p/x' is kept in spool"), "%s", r.err);
 	cr_assert_lt(r.elapsed_ms, 1500);
 	cli_result_release(&r);
+	/* kept for that server: a wbsched set up for another one leaves it alone */
+	CLI(&emu, &r, "flush");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, "delivered 0 changes, 1 queued\n");
+	cli_result_release(&r);
+	assert_states("emu-user/p/x", "");
 }
 
 Test(cli, strict_exits_69_and_keeps_nothing)
@@ -627,6 +633,19 @@ Test(cli, the_spool_never_holds_the_key)
 	cr_assert_neq(system(cmd), 0, "the key is in the spool");
 	snprintf(cmd, sizeof(cmd), "test \"$(stat -c %%a '%s/spool/0')\" = 700", emu.home);
 	cr_assert_eq(system(cmd), 0, "the spool is not 0700");
+}
+
+Test(cli, a_bad_setting_never_keeps_the_watchdogs_command_from_running)
+{
+	struct cli_result r;
+
+	CLI(&emu, &r, "--set", "budget_ms=x", "watchdog", "--no-kubernetes", "--run", "proj/run1",
+	    "--", "sh", "-c", "echo ran; exit 3");
+	cr_assert_eq(r.status, 3, "%s", r.err);
+	cr_assert_str_eq(r.out, "ran\n");
+	cr_assert_not_null(strstr(r.err, "invalid value 'x' for 'budget_ms'"), "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "running the command without W&B"), "%s", r.err);
+	cli_result_release(&r);
 }
 
 Test(cli, every_request_validates_against_the_schema)
