@@ -29,6 +29,9 @@
 
 #include "hook.h"
 
+/* How many delivered changes share one fsync'd "done" mark during a flush. */
+#define DONE_EVERY 256
+
 static long now_ms(void)
 {
 	struct timespec ts;
@@ -117,10 +120,10 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 	struct wbs_spool_event *events = NULL;
 	struct wbs_error err = { 0 };
 	long start = now_ms();
-	size_t n = 0, i, skipped = 0;
+	size_t n = 0, i, skipped = 0, unmarked = 0;
+	unsigned long long done_seq = 0;
 	int ret = 0;
 
-	(void)skipped;
 	*ret_left = 0;
 	*ret_done = 0;
 	if (wbs_spool_pending(spool, &events, &n, &err) < 0) {
@@ -156,14 +159,37 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 				    events[i].run, ctx->replay_err.msg);
 		else
 			wbs_debug("delivered queued change '%s'", what);
-		if (wbs_spool_remove(spool, events[i].seq, &err) < 0) {
-			wbs_err("%s", err.msg);
-			ret = HOOK_EXIT_FAILED;
-			i++;
-			break;
-		}
 		(*ret_done)++;
+		if (skipped > 0) {
+			/* behind another server's change: take it out of the middle */
+			if (wbs_spool_remove(spool, events[i].seq, &err) < 0) {
+				wbs_err("%s", err.msg);
+				ret = HOOK_EXIT_FAILED;
+				break;
+			}
+			continue;
+		}
+		/*
+		 * The "done" mark moves over the prefix delivered, fsync'd every
+		 * DONE_EVERY changes and at the end: a crash in between delivers a
+		 * few changes again, which changes nothing.
+		 */
+		done_seq = events[i].seq;
+		if (++unmarked >= DONE_EVERY) {
+			if (wbs_spool_mark_done(spool, done_seq, true, &err) < 0) {
+				wbs_err("%s", err.msg);
+				ret = HOOK_EXIT_FAILED;
+				break;
+			}
+			unmarked = 0;
+		}
 	}
+	if (unmarked > 0 && wbs_spool_mark_done(spool, done_seq, true, &err) < 0) {
+		wbs_err("%s", err.msg);
+		ret = HOOK_EXIT_FAILED;
+	}
+	if (*ret_done > 0)
+		(void)wbs_spool_compact(spool, NULL);
 	*ret_left = n - *ret_done;
 	if (ret == 0 && *ret_done > 0)
 		wbs_spool_breaker_reset(spool);
@@ -216,7 +242,7 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 	struct wbs_error err = { 0 };
 	unsigned long long seq = 0;
 	size_t left = 0, done = 0;
-	long cooldown = 0;
+	long cooldown = 0, t0 = now_ms();
 	int ret, r;
 
 	*ret_queued = false;
@@ -267,7 +293,10 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 				  "earlier changes to this run are still waiting");
 		goto out;
 	}
-	wbs_client_begin(client);
+	/* The whole command keeps to the budget: the spool's work counts too. */
+	wbs_client_begin_ms(client, ctx->cfg.budget_ms - (now_ms() - t0) > 1
+					    ? ctx->cfg.budget_ms - (now_ms() - t0)
+					    : 1);
 	r = send(ctx, client, data, &err);
 	if (r == 0 || !wbs_error_is_unavailable(r)) {
 		/* delivered, or refused for good: either way it leaves the queue */

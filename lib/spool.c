@@ -199,8 +199,11 @@ static int read_file(struct wbs_spool *s, const char *name, size_t max, char **r
 	return 0;
 }
 
-/* Writes a small file atomically and durably: temp file, fsync, rename, fsync dir. */
-static int write_file(struct wbs_spool *s, const char *name, const char *text,
+/*
+ * Writes a small file atomically: temp file, rename; with @durable also
+ * fsync()s both, so that it survives a power cut as well as a crash.
+ */
+static int write_file(struct wbs_spool *s, const char *name, const char *text, bool durable,
 		      struct wbs_error *err)
 {
 	char tmp[64];
@@ -211,7 +214,7 @@ static int write_file(struct wbs_spool *s, const char *name, const char *text,
 	fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return errno_set(err, "cannot write spool file", tmp);
-	if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0) {
+	if (write(fd, text, len) != (ssize_t)len || (durable && fsync(fd) < 0)) {
 		int r = errno_set(err, "cannot write spool file", tmp);
 
 		(void)close(fd);
@@ -225,7 +228,8 @@ static int write_file(struct wbs_spool *s, const char *name, const char *text,
 		(void)unlinkat(s->dirfd, tmp, 0);
 		return r;
 	}
-	(void)fsync(s->dirfd);
+	if (durable)
+		(void)fsync(s->dirfd);
 	return 0;
 }
 
@@ -445,9 +449,13 @@ int wbs_spool_remove(struct wbs_spool *spool, unsigned long long seq, struct wbs
 	if (r < 0)
 		return r;
 	if (q.n > 0 && q.events[0].seq == seq) {
-		/* the oldest: the "done" mark covers it */
+		/*
+		 * The oldest: the "done" mark covers it.  Not fsync'd: if a power
+		 * cut loses it, the change is delivered again, which changes nothing.
+		 */
 		queue_release(&q);
-		return wbs_spool_mark_done(spool, seq, err);
+		r = wbs_spool_mark_done(spool, seq, false, err);
+		return r < 0 ? r : wbs_spool_compact(spool, err);
 	}
 	queue_release(&q);
 	/* Otherwise rewrite the queue without it: temp file, fsync, rename. */
@@ -473,22 +481,25 @@ int wbs_spool_remove(struct wbs_spool *spool, unsigned long long seq, struct wbs
 		free(out);
 		return wbs_error_set(err, -ENOMEM, "out of memory");
 	}
-	r = write_file(spool, "queue", out, err);
+	r = write_file(spool, "queue", out, true, err);
 	free(out);
 	return r;
 }
 
-int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err)
+int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, bool durable,
+			struct wbs_error *err)
 {
 	char text[32];
-	struct queue q;
-	int r;
 
 	(void)snprintf(text, sizeof(text), "%llu\n", seq);
-	r = write_file(spool, "done", text, err);
-	if (r < 0)
-		return r;
-	r = load_queue(spool, &q, err);
+	return write_file(spool, "done", text, durable, err);
+}
+
+int wbs_spool_compact(struct wbs_spool *spool, struct wbs_error *err)
+{
+	struct queue q;
+	int r = load_queue(spool, &q, err);
+
 	if (r < 0)
 		return r;
 	if (q.n == 0 && q.file_len > 0) {
@@ -496,8 +507,8 @@ int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, struct 
 		int fd = openat(spool->dirfd, "queue", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 
 		if (fd >= 0) {
-			if (ftruncate(fd, 0) == 0)
-				(void)fsync(fd);
+			if (ftruncate(fd, 0) < 0)
+				wbs_debug("cannot empty the queue of spool %s", spool->dir);
 			(void)close(fd);
 		}
 	}
@@ -528,7 +539,7 @@ int wbs_spool_breaker_trip(struct wbs_spool *spool, long cooldown_ms, struct wbs
 	if (cooldown_ms <= 0)
 		return 0;
 	(void)snprintf(text, sizeof(text), "%lld\n", now_epoch_ms() + cooldown_ms);
-	return write_file(spool, spool->breaker, text, err);
+	return write_file(spool, spool->breaker, text, false, err);
 }
 
 void wbs_spool_breaker_reset(struct wbs_spool *spool)

@@ -93,11 +93,12 @@ Test(spool, delivered_events_are_not_read_again_and_numbers_go_on)
 
 	add("e/p/a", "start");
 	add("e/p/a", "finish");
-	cr_assert_eq(wbs_spool_mark_done(spool, 1, NULL), 0);
+	cr_assert_eq(wbs_spool_mark_done(spool, 1, true, NULL), 0);
 	p = pending_joined();
 	cr_assert_str_eq(p, "2:finish");
 	free(p);
-	cr_assert_eq(wbs_spool_mark_done(spool, 2, NULL), 0);
+	cr_assert_eq(wbs_spool_mark_done(spool, 2, true, NULL), 0);
+	cr_assert_eq(wbs_spool_compact(spool, NULL), 0);
 	p = pending_joined();
 	cr_assert_str_eq(p, "");
 	free(p);

@@ -81,10 +81,14 @@ bool wbs_spool_has_run(struct wbs_spool *spool, const char *run, unsigned long l
 int wbs_spool_remove(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err);
 
 /*
- * Records that every event up to @seq is delivered (lock held), durably,
- * before anything else happens; empties the queue file once all are.
+ * Records that every event up to @seq is delivered (lock held); @durable
+ * also fsync()s the mark.  A lost mark only means changes delivered again.
  */
-int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err);
+int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, bool durable,
+			struct wbs_error *err);
+
+/* Empties the queue file once every event in it is delivered (lock held). */
+int wbs_spool_compact(struct wbs_spool *spool, struct wbs_error *err);
 
 /* The circuit breaker: open while a recent failure's cool-down lasts. */
 bool wbs_spool_breaker_is_open(struct wbs_spool *spool, long *ret_remaining_ms);
