@@ -367,6 +367,7 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
 	struct json_object *run;
 	const char *text;
 	struct queue q;
+	bool existed;
 	size_t len;
 	int fd, r;
 
@@ -401,6 +402,7 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
 				     "spool '%s' is full (spool_max_bytes %ld): the change is lost",
 				     spool->dir, spool->max_bytes);
 	}
+	existed = faccessat(spool->dirfd, "queue", F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 	fd = openat(spool->dirfd, "queue", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		queue_release(&q);
@@ -419,7 +421,7 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
 		line[len] = '\n';
 		if ((q.file_len != q.good_len && ftruncate(fd, (off_t)q.good_len) < 0) ||
 		    pwrite(fd, line, len + 1, (off_t)q.good_len) != (ssize_t)(len + 1) ||
-		    fsync(fd) < 0) {
+		    fdatasync(fd) < 0) {
 			r = errno_set(err, "cannot write the queue of spool", spool->dir);
 			(void)close(fd);
 			queue_release(&q);
@@ -427,7 +429,7 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
 		}
 	}
 	(void)close(fd);
-	if (q.file_len == 0)
+	if (!existed)
 		(void)fsync(spool->dirfd); /* a new file: make its name durable too */
 	if (ret_seq)
 		*ret_seq = q.last_seq + 1;
