@@ -821,3 +821,53 @@ out:
 	free_runs(refs, infos, n);
 	return ret;
 }
+
+/* ---- many queued starts in one request (flush) ------------------------- */
+
+int hook_start_many(struct hook_ctx *ctx, int n, char ***argvs, int *argcs,
+		    struct wbs_error *err)
+{
+	struct spec_opts *opts = calloc((size_t)n, sizeof(*opts));
+	struct wbs_run_spec *specs = calloc((size_t)n, sizeof(*specs));
+	struct wbs_run_info *infos = calloc((size_t)n, sizeof(*infos));
+	struct wbs_run_ref *refs = calloc((size_t)n, sizeof(*refs));
+	struct wbs_client *client;
+	int ret = 0, parsed = 0;
+
+	if (!opts || !specs || !infos || !refs) {
+		ret = wbs_error_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (; parsed < n; parsed++) {
+		int argc = argcs[parsed];
+		char **argv = argvs[parsed];
+
+		if (parse_spec_opts(ctx, "start", false, argc, argv, &opts[parsed]) != 0 ||
+		    optind != argc - 1 ||
+		    wbs_run_ref_parse(argv[argc - 1], &ctx->cfg, &refs[parsed], err) < 0) {
+			ret = wbs_error_set(err, -EINVAL, "cannot read a queued start");
+			parsed++;
+			goto out;
+		}
+		specs[parsed] = opts[parsed].base;
+		specs[parsed].id = refs[parsed].id;
+		specs[parsed].state = "running";
+	}
+	if (hook_client(ctx, &client) != 0) {
+		ret = wbs_error_set(err, -EACCES, "no W&B client");
+		goto out;
+	}
+	/* all share the entity and project they were queued with (the caller groups them) */
+	ret = wbs_run_create(client, refs[0].entity, refs[0].project, specs, (size_t)n, infos, err);
+out:
+	for (int i = 0; i < parsed; i++) {
+		spec_opts_release(&opts[i]);
+		wbs_run_ref_release(&refs[i]);
+		wbs_run_info_release(&infos[i]);
+	}
+	free(opts);
+	free(specs);
+	free(infos);
+	free(refs);
+	return ret;
+}

@@ -25,6 +25,7 @@
 #include "wbsched/client.h"
 #include "wbsched/error.h"
 #include "wbsched/log.h"
+#include "wbsched/run.h"
 #include "wbsched/spool.h"
 
 #include "hook.h"
@@ -108,11 +109,103 @@ static void describe(struct json_object *event, char *buf, size_t size)
 	}
 }
 
+/* A string member of an event, or NULL. */
+static const char *event_string(struct json_object *event, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(event, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static bool same_string(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool is_start(struct json_object *event)
+{
+	struct json_object *argv;
+
+	return json_object_object_get_ex(event, "argv", &argv) &&
+	       json_object_is_type(argv, json_type_array) &&
+	       json_object_array_length(argv) >= 2 &&
+	       strcmp(json_object_get_string(json_object_array_get_idx(argv, 0)), "start") == 0;
+}
+
+/*
+ * How many events from @i on are queued starts that can go in one request:
+ * this server's, the same entity and project, each run once, at most
+ * WBS_RUN_BATCH, none at or past @stop_seq.
+ */
+static size_t start_group(struct hook_ctx *ctx, struct wbs_spool_event *events, size_t n,
+			  size_t i, unsigned long long stop_seq)
+{
+	const char *entity = event_string(events[i].obj, "entity");
+	const char *project = event_string(events[i].obj, "project");
+	size_t k = i;
+
+	for (; k < n && k - i < WBS_RUN_BATCH; k++) {
+		if ((stop_seq && events[k].seq >= stop_seq) || !is_start(events[k].obj) ||
+		    !for_this_server(ctx, events[k].obj) ||
+		    !same_string(entity, event_string(events[k].obj, "entity")) ||
+		    !same_string(project, event_string(events[k].obj, "project")))
+			break;
+		for (size_t m = i; m < k; m++)
+			if (strcmp(events[m].run, events[k].run) == 0)
+				return k - i;
+	}
+	return k - i;
+}
+
+/* Delivers a group of queued starts in one request; returns an exit code. */
+static int replay_starts(struct hook_ctx *ctx, struct wbs_spool_event *events, size_t n)
+{
+	char ***argvs = calloc(n, sizeof(*argvs));
+	int *argcs = calloc(n, sizeof(*argcs));
+	char *saved_entity = ctx->cfg.entity, *saved_project = ctx->cfg.project;
+	int ret = HOOK_EXIT_FAILED, r;
+
+	if (!argvs || !argcs)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *jargv;
+		size_t words;
+
+		json_object_object_get_ex(events[i].obj, "argv", &jargv);
+		words = json_object_array_length(jargv);
+		argvs[i] = calloc(words + 1, sizeof(**argvs));
+		if (!argvs[i])
+			goto out;
+		for (size_t w = 0; w < words; w++)
+			argvs[i][w] = (char *)json_object_get_string(
+				json_object_array_get_idx(jargv, w));
+		argcs[i] = (int)words;
+	}
+	ctx->cfg.entity = (char *)event_string(events[0].obj, "entity");
+	ctx->cfg.project = event_string(events[0].obj, "project")
+				   ? (char *)event_string(events[0].obj, "project")
+				   : saved_project;
+	wbs_error_clear(&ctx->replay_err);
+	r = hook_start_many(ctx, (int)n, argvs, argcs, &ctx->replay_err);
+	ctx->cfg.entity = saved_entity;
+	ctx->cfg.project = saved_project;
+	ret = hook_exit_code(r);
+out:
+	for (size_t i = 0; argvs && i < n; i++)
+		free(argvs[i]);
+	free(argvs);
+	free(argcs);
+	return ret;
+}
+
 /*
  * Delivers queued changes in order until one cannot go (W&B unavailable),
  * the queue is empty, @stop_seq (0: none) is reached, or @budget_ms (< 0:
- * none) is spent.  Lock held.
- * Returns 0, or the exit code that stopped it; *ret_left counts what stays.
+ * none) is spent.  Consecutive queued starts go WBS_RUN_BATCH to a request.
+ * Lock held.  Returns 0, or the exit code that stopped it; *ret_left counts
+ * what stays.
  */
 static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budget_ms,
 			unsigned long long stop_seq, size_t *ret_left, size_t *ret_done)
@@ -130,20 +223,29 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 		wbs_err("%s", err.msg);
 		return HOOK_EXIT_FAILED;
 	}
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n;) {
 		char what[256];
 		long left = budget_ms < 0 ? -1 : budget_ms - (now_ms() - start);
-		int code;
+		size_t group = 1;
+		int code = HOOK_EXIT_FAILED;
 
 		if ((budget_ms >= 0 && left <= 0) || (stop_seq && events[i].seq >= stop_seq))
 			break;
 		if (!for_this_server(ctx, events[i].obj)) {
 			skipped++; /* another W&B server's: it waits for a wbsched set up for it */
+			i++;
 			continue;
 		}
 		if (ctx->client)
 			wbs_client_begin_ms(ctx->client, left < 0 ? ctx->cfg.budget_ms : left);
-		code = replay(ctx, events[i].obj);
+		if (is_start(events[i].obj) && (group = start_group(ctx, events, n, i, stop_seq)) > 1)
+			code = replay_starts(ctx, events + i, group);
+		/* one at a time, also when a group's request was refused as a whole */
+		if (group == 1 || (code != HOOK_EXIT_OK && code != HOOK_EXIT_UNAVAILABLE &&
+				   code != HOOK_EXIT_NOPERM)) {
+			group = 1;
+			code = replay(ctx, events[i].obj);
+		}
 		describe(events[i].obj, what, sizeof(what));
 		if (code == HOOK_EXIT_UNAVAILABLE || code == HOOK_EXIT_NOPERM) {
 			wbs_debug("queued change '%s' not delivered: %s", what, ctx->replay_err.msg);
@@ -158,31 +260,34 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 			wbs_warning("dropping queued change '%s' for run '%s': %s", what,
 				    events[i].run, ctx->replay_err.msg);
 		else
-			wbs_debug("delivered queued change '%s'", what);
-		(*ret_done)++;
-		if (skipped > 0) {
-			/* behind another server's change: take it out of the middle */
-			if (wbs_spool_remove(spool, events[i].seq, &err) < 0) {
-				wbs_err("%s", err.msg);
-				ret = HOOK_EXIT_FAILED;
-				break;
+			wbs_debug("delivered %zu queued change%s from '%s'", group,
+				  group == 1 ? "" : "s", what);
+		for (size_t g = 0; g < group && ret == 0; g++, i++) {
+			(*ret_done)++;
+			if (skipped > 0) {
+				/* behind another server's change: take it out of the middle */
+				if (wbs_spool_remove(spool, events[i].seq, &err) < 0) {
+					wbs_err("%s", err.msg);
+					ret = HOOK_EXIT_FAILED;
+				}
+				continue;
 			}
-			continue;
-		}
-		/*
-		 * The "done" mark moves over the prefix delivered, fsync'd every
-		 * DONE_EVERY changes and at the end: a crash in between delivers a
-		 * few changes again, which changes nothing.
-		 */
-		done_seq = events[i].seq;
-		if (++unmarked >= DONE_EVERY) {
-			if (wbs_spool_mark_done(spool, done_seq, true, &err) < 0) {
-				wbs_err("%s", err.msg);
-				ret = HOOK_EXIT_FAILED;
-				break;
+			/*
+			 * The "done" mark moves over the prefix delivered, fsync'd
+			 * every DONE_EVERY changes and at the end: a crash in between
+			 * delivers a few changes again, which changes nothing.
+			 */
+			done_seq = events[i].seq;
+			if (++unmarked >= DONE_EVERY) {
+				if (wbs_spool_mark_done(spool, done_seq, true, &err) < 0) {
+					wbs_err("%s", err.msg);
+					ret = HOOK_EXIT_FAILED;
+				}
+				unmarked = 0;
 			}
-			unmarked = 0;
 		}
+		if (ret != 0)
+			break;
 	}
 	if (unmarked > 0 && wbs_spool_mark_done(spool, done_seq, true, &err) < 0) {
 		wbs_err("%s", err.msg);

@@ -90,6 +90,14 @@ int cmd_wait(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_watchdog(struct hook_ctx *ctx, int argc, char **argv); /* cmd_watchdog.c */
 int cmd_flush(struct hook_ctx *ctx, int argc, char **argv);
 
+/*
+ * Delivers @n queued `start` command lines (argvs[i], argcs[i] words each,
+ * the run as the last word) in one request; they must share entity and
+ * project.  Returns 0 or a negative code with @err set.
+ */
+int hook_start_many(struct hook_ctx *ctx, int n, char ***argvs, int *argcs,
+		    struct wbs_error *err);
+
 /* Runs a command of the table by name (the spool's replay). */
 int hook_run_command(struct hook_ctx *ctx, int argc, char **argv);
 

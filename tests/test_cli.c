@@ -552,6 +552,32 @@ Test(cli, a_queued_change_is_delivered_by_flush_in_order)
 	json_object_put(run);
 }
 
+Test(cli, queued_starts_go_together_in_one_request)
+{
+	struct cli_result r;
+	int before;
+
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--project", "proj", "start", "a");
+	cli_result_release(&r);
+	OK("--project", "proj", "start", "--name", "bee", "b");
+	OK("--project", "proj", "start", "c");
+	OK("--project", "proj", "finish", "c"); /* not a start: its own request(s) */
+	OK("--project", "proj", "start", "d");
+	emu_clear_faults(&emu);
+	before = emu_request_count(&emu);
+	OK("flush");
+	/* a, b and c in one request; c's finish reads then completes; d alone */
+	cr_assert_eq(emu_request_count(&emu) - before, 4);
+	assert_states("emu-user/proj/a", "running");
+	assert_states("emu-user/proj/c", "running,finished");
+	assert_states("emu-user/proj/d", "running");
+	struct json_object *run = emu_get(&emu, "/_emu/run?path=emu-user/proj/b"), *v;
+	cr_assert(json_object_object_get_ex(run, "displayName", &v));
+	cr_assert_str_eq(json_object_get_string(v), "bee");
+	json_object_put(run);
+}
+
 Test(cli, the_next_command_delivers_what_is_queued_first)
 {
 	struct cli_result r;
