@@ -491,6 +491,19 @@ int cmd_flush(struct hook_ctx *ctx, int argc, char **argv)
 		wbs_spool_close(spool);
 		return HOOK_EXIT_OK;
 	}
+	{
+		/* Nothing queued: nothing to say to W&B, no key needed (the timer runs this). */
+		struct wbs_spool_event *events = NULL;
+		size_t n = 0;
+
+		if (wbs_spool_pending(spool, &events, &n, NULL) == 0 && n == 0) {
+			if (!ctx->quiet)
+				printf("delivered 0 changes, 0 queued\n");
+			wbs_spool_close(spool);
+			return HOOK_EXIT_OK;
+		}
+		wbs_spool_events_free(events, n);
+	}
 	ret = hook_client(ctx, &client);
 	if (ret == 0) {
 		/* An explicit flush tries now, whatever the breaker says. */

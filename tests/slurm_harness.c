@@ -284,6 +284,25 @@ static void write_text(const char *path, const char *text, mode_t mode)
 	close(fd);
 }
 
+/*
+ * The plugin and the wbsched it runs: the build tree's, or other files named
+ * by WBS_TEST_PLUGIN and WBS_TEST_WBSCHED (scripts/package-test.sh points
+ * them at the installed package).
+ */
+const char *slurm_test_plugin(void)
+{
+	const char *v = getenv("WBS_TEST_PLUGIN");
+
+	return v && *v ? v : WBS_PLUGIN;
+}
+
+const char *slurm_test_wbsched(void)
+{
+	const char *v = getenv("WBS_TEST_WBSCHED");
+
+	return v && *v ? v : WBS_WBSCHED;
+}
+
 void slurm_up(struct slurm *s, struct emu *emu, const struct slurm_opts *o)
 {
 	static const struct slurm_opts none = { 0 };
@@ -327,10 +346,13 @@ void slurm_up(struct slurm *s, struct emu *emu, const struct slurm_opts *o)
 	cr_assert_eq(chmod(s->spool_dir, 01777), 0);
 	snprintf(s->spool_env, sizeof(s->spool_env), "WBSCHED_SPOOL_DIR=%s", s->spool_dir);
 	snprintf(s->args, sizeof(s->args), "base_url=%s project=%s wbsched_path=%s spool_dir=%s%s%s%s%s",
-		 o->base_url ? o->base_url : emu->url, SLURM_PROJECT, WBS_WBSCHED, s->spool_dir,
+		 o->base_url ? o->base_url : emu->url, SLURM_PROJECT, slurm_test_wbsched(),
+		 s->spool_dir,
 		 o->no_key_file ? "" : " api_key_file=", o->no_key_file ? "" : s->key_file,
 		 o->plugin_args ? " " : "", o->plugin_args ? o->plugin_args : "");
-	line = fmt("optional %s %s\n", WBS_PLUGIN, s->args);
+	cr_assert_eq(access(slurm_test_plugin(), R_OK), 0, "no plugin %s", slurm_test_plugin());
+	cr_assert_eq(access(slurm_test_wbsched(), X_OK), 0, "no wbsched %s", slurm_test_wbsched());
+	line = fmt("optional %s %s\n", slurm_test_plugin(), s->args);
 	write_text(s->plugstack, line, 0644);
 	free(line);
 
@@ -343,7 +365,8 @@ void slurm_up(struct slurm *s, struct emu *emu, const struct slurm_opts *o)
 	s->up = true;
 	clean_environment(s->conf);
 	guard_start(s);
-	cr_log_info("cluster %s up in %ld ms", s->dir, slurm_now_ms() - t0);
+	cr_log_info("cluster %s up in %ld ms (plugin %s, wbsched %s)", s->dir,
+		    slurm_now_ms() - t0, slurm_test_plugin(), slurm_test_wbsched());
 
 	if (o->test_user) {
 		/* useradd and the chmods: one test at a time */

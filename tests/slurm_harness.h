@@ -52,6 +52,13 @@ struct slurm {
 };
 
 /*
+ * The spank_wbsched.so and the wbsched binary under test: the build tree's,
+ * unless WBS_TEST_PLUGIN / WBS_TEST_WBSCHED name others (installed files).
+ */
+const char *slurm_test_plugin(void);
+const char *slurm_test_wbsched(void);
+
+/*
  * Skips the test (cr_skip_test) unless it runs as root with the Slurm
  * daemons installed; then starts the cluster against @emu (already started).
  */

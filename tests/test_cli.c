@@ -645,6 +645,17 @@ Test(cli, a_queued_create_still_exports_the_run)
 	assert_states(RUN, "pending");
 }
 
+Test(cli, flushing_an_empty_spool_needs_no_key)
+{
+	struct cli_result r;
+	const char *env[] = { "WANDB_API_KEY=", NULL };
+
+	cli_run(&emu, env, (const char *const[]){ "flush", NULL }, &r);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, "delivered 0 changes, 0 queued\n");
+	cli_result_release(&r);
+}
+
 Test(cli, the_spool_never_holds_the_key)
 {
 	struct cli_result r;
