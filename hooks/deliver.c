@@ -30,6 +30,9 @@
 
 #include "hook.h"
 
+/* How long a command waits for the spool's lock before using the inbox. */
+#define LOCK_WAIT_MS 250
+
 /* How many delivered changes share one fsync'd "done" mark during a flush. */
 #define DONE_EVERY 256
 
@@ -219,7 +222,8 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 
 	*ret_left = 0;
 	*ret_done = 0;
-	if (wbs_spool_pending(spool, &events, &n, &err) < 0) {
+	if (wbs_spool_merge_incoming(spool, NULL, &err) < 0 ||
+	    wbs_spool_pending(spool, &events, &n, &err) < 0) {
 		wbs_err("%s", err.msg);
 		return HOOK_EXIT_FAILED;
 	}
@@ -273,17 +277,17 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 				continue;
 			}
 			/*
-			 * The "done" mark moves over the prefix delivered, fsync'd
-			 * every DONE_EVERY changes and at the end: a crash in between
-			 * delivers a few changes again, which changes nothing.
+			 * The "done" mark moves over each change delivered (a rename:
+			 * a kill -9 loses nothing), fsync'd only every DONE_EVERY
+			 * changes and at the end, for speed: a power cut may replay
+			 * the last few.
 			 */
 			done_seq = events[i].seq;
-			if (++unmarked >= DONE_EVERY) {
-				if (wbs_spool_mark_done(spool, done_seq, true, &err) < 0) {
-					wbs_err("%s", err.msg);
-					ret = HOOK_EXIT_FAILED;
-				}
+			if (++unmarked >= DONE_EVERY)
 				unmarked = 0;
+			if (wbs_spool_mark_done(spool, done_seq, unmarked == 0, &err) < 0) {
+				wbs_err("%s", err.msg);
+				ret = HOOK_EXIT_FAILED;
 			}
 		}
 		if (ret != 0)
@@ -302,15 +306,17 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 	return ret;
 }
 
-/* Writes the change to the spool (before it is sent: a kill -9 loses nothing). */
-static int write_ahead(struct hook_ctx *ctx, struct wbs_spool *spool, const char *run_key,
-		       int argc, char **argv, unsigned long long *ret_seq, struct wbs_error *err)
+/* The change as the spool keeps it; caller json_object_put()s it. */
+static struct json_object *make_event(struct hook_ctx *ctx, const char *run_key, int argc,
+				      char **argv)
 {
-	_cleanup_json_ struct json_object *ev = json_object_new_object(), *jargv = NULL;
+	struct json_object *ev = json_object_new_object(), *jargv = json_object_new_array();
 
-	jargv = json_object_new_array();
-	if (!ev || !jargv)
-		return wbs_error_set(err, -ENOMEM, "out of memory");
+	if (!ev || !jargv) {
+		json_object_put(ev);
+		json_object_put(jargv);
+		return NULL;
+	}
 	for (int i = 0; i < argc; i++)
 		json_object_array_add(jargv, json_object_new_string(argv[i]));
 	json_object_object_add(ev, "run", json_object_new_string(run_key));
@@ -320,7 +326,21 @@ static int write_ahead(struct hook_ctx *ctx, struct wbs_spool *spool, const char
 			       ctx->cfg.entity ? json_object_new_string(ctx->cfg.entity) : NULL);
 	json_object_object_add(ev, "project",
 			       json_object_new_string(wbs_config_project(&ctx->cfg)));
-	json_object_object_add(ev, "argv", TAKE_PTR(jargv));
+	json_object_object_add(ev, "argv", jargv);
+	return ev;
+}
+
+/* Writes the change to the spool (before it is sent: a kill -9 loses nothing). */
+static int write_ahead(struct hook_ctx *ctx, struct wbs_spool *spool, const char *run_key,
+		       int argc, char **argv, unsigned long long *ret_seq, struct wbs_error *err)
+{
+	_cleanup_json_ struct json_object *ev = make_event(ctx, run_key, argc, argv);
+
+	if (!ev)
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	/* what others kept while the lock was taken goes first */
+	if (wbs_spool_merge_incoming(spool, NULL, err) < 0)
+		return err ? err->code : -EIO;
 	return wbs_spool_append(spool, ev, ret_seq, err);
 }
 
@@ -359,9 +379,28 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 		return hook_exit_code(r);
 	}
 
-	if (wbs_spool_open(&ctx->cfg, &spool, &err) < 0 ||
-	    wbs_spool_lock(spool, ctx->cfg.budget_ms, &err) < 0 ||
-	    write_ahead(ctx, spool, run_key, argc, argv, &seq, &err) < 0) {
+	if (wbs_spool_open(&ctx->cfg, &spool, &err) < 0)
+		goto no_spool;
+	if (wbs_spool_lock(spool, LOCK_WAIT_MS, &err) == -ETIMEDOUT && !ctx->strict) {
+		/*
+		 * Another wbsched holds the spool for long (a flush delivering a
+		 * backlog): keep the change in the inbox; that flush, or the next
+		 * wbsched, delivers it after what was queued before.
+		 */
+		_cleanup_json_ struct json_object *ev = make_event(ctx, run_key, argc, argv);
+
+		wbs_error_clear(&err);
+		if (ev && wbs_spool_append_unlocked(spool, ev, &err) == 0) {
+			*ret_queued = true;
+			wbs_warning("another wbsched is delivering the spool; '%s' for run '%s' is kept in spool '%s' for later delivery",
+				    argv[0], run_key, wbs_spool_dir(spool));
+			wbs_spool_close(spool);
+			return HOOK_EXIT_OK;
+		}
+		goto no_spool;
+	}
+	if (err.code || write_ahead(ctx, spool, run_key, argc, argv, &seq, &err) < 0) {
+no_spool:
 		/* No spool: deliver now or say plainly that the change is lost. */
 		wbs_err("%s", err.msg);
 		wbs_spool_close(spool);
@@ -506,11 +545,22 @@ int cmd_flush(struct hook_ctx *ctx, int argc, char **argv)
 	}
 	ret = hook_client(ctx, &client);
 	if (ret == 0) {
-		/* An explicit flush tries now, whatever the breaker says. */
-		ret = flush_locked(ctx, spool, -1, 0, &left, &done);
+		/*
+		 * An explicit flush tries now, whatever the breaker says, and goes
+		 * on while others keep changes in the inbox meanwhile.
+		 */
+		size_t total = 0, more = 0;
+
+		do {
+			more = 0;
+			ret = flush_locked(ctx, spool, -1, 0, &left, &done);
+			total += done;
+		} while (ret == 0 && wbs_spool_merge_incoming(spool, &more, NULL) == 0 &&
+			 more > 0);
+		done = total;
 		if (ret == HOOK_EXIT_UNAVAILABLE)
-			wbs_err("W&B unavailable: %s; %zu change%s still queued", ctx->replay_err.msg,
-				left, left == 1 ? "" : "s");
+			wbs_err("%s; %zu change%s still queued", ctx->replay_err.msg, left,
+				left == 1 ? "" : "s");
 		else if (ret == HOOK_EXIT_NOPERM)
 			wbs_err("%s; %zu change%s still queued", ctx->replay_err.msg, left,
 				left == 1 ? "" : "s");

@@ -180,7 +180,7 @@ static int status_to_error(const struct wbs_http_request *req, const struct wbs_
 	if (code == -EACCES)
 		wbs_error_set(err, code, "W&B refused the API key (HTTP %ld from '%s')", resp->status,
 			      req->url);
-	else if (resp->body_len > 0 &&
+	else if (code != -EAGAIN && resp->body_len > 0 &&
 		 wbs_graphql_parse_response(resp->body, resp->body_len, &data, &detail) ==
 			 -EREMOTEIO)
 		wbs_error_set(err, code, "HTTP %ld from '%s': %s", resp->status, req->url,

@@ -4,6 +4,7 @@
  * and re-read each time, so that several processes on a node (the plugin's
  * children, the CLI, the watchdog, a flush timer) always agree.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -547,4 +548,118 @@ int wbs_spool_breaker_trip(struct wbs_spool *spool, long cooldown_ms, struct wbs
 void wbs_spool_breaker_reset(struct wbs_spool *spool)
 {
 	(void)unlinkat(spool->dirfd, spool->breaker, 0);
+}
+
+/*
+ * The inbox: a change made while another process holds the lock for long
+ * (a flush delivering a backlog) is written as its own file in incoming/,
+ * named by time so that the merge keeps the order the changes were made in.
+ */
+int wbs_spool_append_unlocked(struct wbs_spool *spool, struct json_object *event,
+			      struct wbs_error *err)
+{
+	char name[96], tmp[112];
+	struct timespec ts;
+	const char *text = json_object_to_json_string_ext(event, JSON_C_TO_STRING_PLAIN);
+	size_t len = strlen(text);
+	int dfd, fd;
+
+	if (mkdirat(spool->dirfd, "incoming", 0700) < 0 && errno != EEXIST)
+		return errno_set(err, "cannot create the inbox of spool", spool->dir);
+	dfd = openat(spool->dirfd, "incoming", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return errno_set(err, "cannot open the inbox of spool", spool->dir);
+	(void)clock_gettime(CLOCK_REALTIME, &ts);
+	(void)snprintf(name, sizeof(name), "%020lld.%09ld.%d", (long long)ts.tv_sec, ts.tv_nsec,
+		       (int)getpid());
+	(void)snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fdatasync(fd) < 0 ||
+	    renameat(dfd, tmp, dfd, name) < 0) {
+		int r = errno_set(err, "cannot write to the inbox of spool", spool->dir);
+
+		if (fd >= 0)
+			(void)close(fd);
+		(void)unlinkat(dfd, tmp, 0);
+		(void)close(dfd);
+		return r;
+	}
+	(void)close(fd);
+	(void)fsync(dfd);
+	(void)close(dfd);
+	return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int wbs_spool_merge_incoming(struct wbs_spool *spool, size_t *ret_n, struct wbs_error *err)
+{
+	char **names = NULL;
+	size_t n = 0, cap = 0, merged = 0;
+	struct dirent *de;
+	DIR *d;
+	int dfd, r = 0;
+
+	if (ret_n)
+		*ret_n = 0;
+	dfd = openat(spool->dirfd, "incoming", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : errno_set(err, "cannot open the inbox of spool", spool->dir);
+	d = fdopendir(dfd);
+	if (!d) {
+		(void)close(dfd);
+		return errno_set(err, "cannot read the inbox of spool", spool->dir);
+	}
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue; /* ., .. and writes in progress */
+		if (n == cap) {
+			char **bigger = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*names));
+
+			if (!bigger) {
+				r = wbs_error_set(err, -ENOMEM, "out of memory");
+				goto out;
+			}
+			names = bigger;
+		}
+		names[n] = strdup(de->d_name);
+		if (!names[n]) {
+			r = wbs_error_set(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		n++;
+	}
+	qsort(names, n, sizeof(*names), cmp_names);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		_cleanup_free_ char *text = NULL;
+		char path[160];
+		size_t len;
+		struct json_object *ev;
+
+		(void)snprintf(path, sizeof(path), "incoming/%s", names[i]);
+		r = read_file(spool, path, 1 << 20, &text, &len, err);
+		if (r < 0)
+			break;
+		ev = json_tokener_parse(text);
+		if (ev)
+			r = wbs_spool_append(spool, ev, NULL, err);
+		else
+			wbs_log(WBS_LOG_WARNING, "spool '%s': skipping a damaged change", spool->dir);
+		json_object_put(ev);
+		if (r == 0) {
+			(void)unlinkat(dirfd(d), names[i], 0);
+			merged++;
+		}
+	}
+out:
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	(void)closedir(d);
+	if (ret_n)
+		*ret_n = merged;
+	return r;
 }

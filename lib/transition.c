@@ -96,6 +96,19 @@ static bool server_has_feature(struct wbs_client *client, const char *feature)
 	return false;
 }
 
+/* True when W&B already shows the run in state @to. */
+static bool already_in(struct wbs_client *client, const struct wbs_run_info *info, const char *to)
+{
+	struct wbs_run_ref ref = { .entity = info->entity, .project = info->project, .id = info->id };
+	struct wbs_run_info now = { 0 };
+	bool same;
+
+	same = wbs_run_read(client, &ref, 1, &now, NULL) == 0 && now.state &&
+	       strcmp(now.state, to) == 0;
+	wbs_run_info_release(&now);
+	return same;
+}
+
 /*
  * updateRunState, after checking the transition against the server's rules.
  * Servers without the UPDATE_RUN_STATE feature get upsertBucket(id, state).
@@ -132,6 +145,13 @@ static int update_state(struct wbs_client *client, struct wbs_run_info *info, co
 			return OOM(err);
 		r = wbs_client_graphql(client, "SetRunState", wbs_doc_set_run_state, vars, &data,
 				       err);
+	} else if (r == -EREMOTEIO && strstr(first.msg, "invalid state transition") &&
+		   already_in(client, info, to)) {
+		/*
+		 * A retry after W&B applied the first attempt but its answer was
+		 * lost (a 502, a cut connection): the run is where we wanted it.
+		 */
+		r = 0;
 	} else if (r < 0) {
 		if (err && !err->code)
 			*err = first;

@@ -225,3 +225,28 @@ Test(spool, one_servers_outage_does_not_open_the_breaker_of_another)
 	cr_assert_not(wbs_spool_breaker_is_open(other, NULL));
 	wbs_spool_close(other);
 }
+
+Test(spool, changes_kept_while_the_lock_is_held_merge_in_order)
+{
+	struct wbs_spool *other = NULL;
+	struct json_object *a = json_tokener_parse("{\"run\":\"e/p/x\",\"argv\":[\"start\",\"e/p/x\"]}");
+	struct json_object *b = json_tokener_parse("{\"run\":\"e/p/x\",\"argv\":[\"finish\",\"e/p/x\"]}");
+	size_t merged = 0;
+	char *p;
+
+	add("e/p/w", "start");
+	/* another process, while this one holds the lock */
+	cr_assert_eq(wbs_spool_open(&cfg, &other, NULL), 0);
+	cr_assert_eq(wbs_spool_append_unlocked(other, a, NULL), 0);
+	cr_assert_eq(wbs_spool_append_unlocked(other, b, NULL), 0);
+	wbs_spool_close(other);
+	cr_assert_eq(wbs_spool_merge_incoming(spool, &merged, NULL), 0);
+	cr_assert_eq(merged, 2);
+	p = pending_joined();
+	cr_assert_str_eq(p, "1:start,2:start,3:finish");
+	free(p);
+	cr_assert_eq(wbs_spool_merge_incoming(spool, &merged, NULL), 0);
+	cr_assert_eq(merged, 0);
+	json_object_put(a);
+	json_object_put(b);
+}

@@ -90,6 +90,17 @@ int wbs_spool_mark_done(struct wbs_spool *spool, unsigned long long seq, bool du
 /* Empties the queue file once every event in it is delivered (lock held). */
 int wbs_spool_compact(struct wbs_spool *spool, struct wbs_error *err);
 
+/*
+ * Keeps a change without the lock, when another process holds it for long
+ * (a flush delivering a backlog): the change waits in incoming/ until the
+ * next holder of the lock merges it, in the order changes were made.
+ */
+int wbs_spool_append_unlocked(struct wbs_spool *spool, struct json_object *event,
+			      struct wbs_error *err);
+
+/* Moves what waits in incoming/ into the queue (lock held); *ret_n: how many. */
+int wbs_spool_merge_incoming(struct wbs_spool *spool, size_t *ret_n, struct wbs_error *err);
+
 /* The circuit breaker: open while a recent failure's cool-down lasts. */
 bool wbs_spool_breaker_is_open(struct wbs_spool *spool, long *ret_remaining_ms);
 int wbs_spool_breaker_trip(struct wbs_spool *spool, long cooldown_ms, struct wbs_error *err);
