@@ -316,8 +316,13 @@ static int info_from_run(struct json_object *run, const char *entity, const char
 	exitcode = wbs_json_path(run, "exitcode");
 	if (exitcode && (json_object_is_type(exitcode, json_type_int) ||
 			 json_object_is_type(exitcode, json_type_double))) {
-		info->has_exitcode = true;
-		info->exitcode = (long)json_object_get_double(exitcode);
+		double d = json_object_get_double(exitcode);
+
+		/* an exit code is small; anything else is not one (and would not fit a long) */
+		if (d >= -1e9 && d <= 1e9) {
+			info->has_exitcode = true;
+			info->exitcode = (long)d;
+		}
 	}
 	return 0;
 }

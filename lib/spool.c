@@ -307,8 +307,10 @@ static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *er
 		q->events[q->n] = (struct wbs_spool_event){
 			.seq = seq,
 			.obj = o,
-			.run = json_object_object_get_ex(o, "run", &v) ? json_object_get_string(v)
-								       : "",
+			.run = json_object_object_get_ex(o, "run", &v) &&
+					       json_object_is_type(v, json_type_string)
+				       ? json_object_get_string(v)
+				       : "",
 			.at_ms = json_object_object_get_ex(o, "at", &v) ? json_object_get_int64(v)
 								       : 0,
 		};

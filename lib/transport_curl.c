@@ -262,5 +262,8 @@ long wbs_http_parse_retry_after(const char *value, long now_epoch_s)
 	when = curl_getdate(p, NULL);
 	if (when < 0)
 		return -1;
-	return when <= now_epoch_s ? 0 : ((long)when - now_epoch_s) * 1000;
+	if (when <= now_epoch_s)
+		return 0;
+	/* a date years away: as good as "not within any budget" (and no overflow) */
+	return (long)when - now_epoch_s > 86400 ? 86400L * 1000 : ((long)when - now_epoch_s) * 1000;
 }

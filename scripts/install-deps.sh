@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 packages="build-essential cmake pkg-config
 libcurl4-openssl-dev libjson-c-dev libyaml-dev libcriterion-dev
-nodejs npm curl valgrind yamllint openssl
+nodejs npm curl valgrind yamllint openssl clang libclang-rt-14-dev
 munge slurmctld slurmd slurm-client libslurm-dev"
 
 missing=""
