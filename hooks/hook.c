@@ -80,7 +80,7 @@ static void print_help(void)
 	       "  64  usage error\n"
 	       "  69  W&B unavailable and the change was not kept for later delivery (--strict,\n"
 	       "      or the spool could not take it); a change kept in the spool exits 0\n"
-	       "  77  no API key, or W&B refused it\n"
+	       "  77  no API key, W&B refused it, or W&B's TLS certificate failed verification\n"
 	       "  78  bad configuration\n");
 }
 

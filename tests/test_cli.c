@@ -685,6 +685,70 @@ Test(cli, a_bad_setting_never_keeps_the_watchdogs_command_from_running)
 	cli_result_release(&r);
 }
 
+Test(cli, values_travel_as_variables_never_inside_the_document)
+{
+	struct json_object *log, *reqs, *run, *v;
+	const char *evil = "x\") { id } } mutation M { deleteRun(input: {id: \"1\"}) { clientMutationId";
+
+	OK("--project", "proj", "create", "--id", "run1", "--name", evil, "--notes", evil, "--tags",
+	   evil);
+	run = emu_get(&emu, "/_emu/run?path=" RUN);
+	cr_assert(json_object_object_get_ex(run, "displayName", &v));
+	cr_assert_str_eq(json_object_get_string(v), evil);
+	json_object_put(run);
+	log = emu_get(&emu, "/_emu/requests");
+	cr_assert(json_object_object_get_ex(log, "requests", &reqs));
+	for (size_t i = 0; i < json_object_array_length(reqs); i++) {
+		struct json_object *q;
+
+		if (json_object_object_get_ex(json_object_array_get_idx(reqs, i), "query", &q) &&
+		    json_object_get_string(q))
+			cr_assert_null(strstr(json_object_get_string(q), "deleteRun"),
+				       "a value reached the document: %s", json_object_get_string(q));
+	}
+	json_object_put(log);
+}
+
+Test(cli, tls_certificates_are_verified)
+{
+	struct cli_result r;
+	char cmd[512], url[64], env_url[96];
+	int port = 0;
+	FILE *f;
+
+	/* a self-signed server on loopback: wbsched must refuse to talk to it */
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -keyout k.pem -out c.pem "
+		 "-days 1 -subj /CN=127.0.0.1 >/dev/null 2>&1 && "
+		 "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
+		 "print(s.getsockname()[1])'",
+		 emu.home);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	cr_assert_eq(fscanf(f, "%d", &port), 1);
+	pclose(f);
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && (openssl s_server -quiet -accept %d -cert c.pem -key k.pem "
+		 "-www >/dev/null 2>&1 & echo $! > server.pid) && sleep 0.5",
+		 emu.home, port);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d", port);
+	snprintf(env_url, sizeof(env_url), "WANDB_BASE_URL=%s", url);
+	{
+		const char *env[] = { env_url, NULL };
+
+		cli_run(&emu, env,
+			(const char *const[]){ "--strict", "--project", "proj", "status", "run1",
+					       NULL },
+			&r);
+	}
+	snprintf(cmd, sizeof(cmd), "kill $(cat '%s/server.pid') 2>/dev/null", emu.home);
+	(void)!system(cmd);
+	cr_assert_eq(r.status, 77, "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "certificate"), "%s", r.err);
+	cli_result_release(&r);
+}
+
 Test(cli, every_request_validates_against_the_schema)
 {
 	struct json_object *log, *reqs, *v;
