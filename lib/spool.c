@@ -634,7 +634,8 @@ int wbs_spool_merge_incoming(struct wbs_spool *spool, size_t *ret_n, struct wbs_
 		}
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_names);
 	for (size_t i = 0; i < n && r == 0; i++) {
 		_cleanup_free_ char *text = NULL;
 		char path[160];
