@@ -3,14 +3,14 @@
 #
 #   bench/run.sh [--quick] [--no-slurm] [--build DIR] [--out FILE]
 #
-# Builds a Release build (default /tmp/wbsched-bench-build, or $WBS_BENCH_BUILD),
+# Builds a Release build (default build-bench in the checkout, or $WBS_BENCH_BUILD),
 # starts the W&B emulator and, as root, a local Slurm cluster (tests/slurm/up.sh),
 # prints the table and writes bench/results.md.  Exit 0 whether goals are met or
 # missed (benchmarks do not gate CI); non-zero only if the benchmark itself broke.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(dirname "$HERE")
-BUILD=${WBS_BENCH_BUILD:-/tmp/wbsched-bench-build}
+BUILD=${WBS_BENCH_BUILD:-$SRC/build-bench}
 args=()
 while [ $# -gt 0 ]; do
     case $1 in
