@@ -1,5 +1,6 @@
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,9 +369,16 @@ static int read_config_file(const char *path, char **ret_buf, size_t *ret_len,
 	struct stat st;
 	size_t len;
 
-	f = fopen(path, "re");
-	if (!f)
-		return wbs_error_set(err, -errno, "cannot open '%s': %s", path, strerror(errno));
+	/* O_NONBLOCK: a FIFO named as the config must not hang (slurmd!); S_ISREG below */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0 || !(f = fdopen(fd, "r"))) {
+		int e = errno;
+
+		if (fd >= 0)
+			(void)close(fd);
+		return wbs_error_set(err, -e, "cannot open '%s': %s", path, strerror(e));
+	}
 	if (fstat(fileno(f), &st) < 0)
 		return wbs_error_set(err, -errno, "cannot stat '%s': %s", path, strerror(errno));
 	if (!S_ISREG(st.st_mode))

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,8 +280,10 @@ static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *er
 		*nl = '\0';
 		q->good_len = (size_t)(nl + 1 - text);
 		o = json_tokener_parse(line);
+		/* seq is a positive number below INT64_MAX (json-c clamps larger ones to it) */
 		if (!o || !json_object_object_get_ex(o, "seq", &v) ||
-		    !json_object_is_type(v, json_type_int)) {
+		    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) <= 0 ||
+		    json_object_get_int64(v) == INT64_MAX) {
 			wbs_log(WBS_LOG_WARNING, "spool '%s': skipping a damaged event", s->dir);
 			json_object_put(o);
 			continue;

@@ -13,7 +13,7 @@
 #
 # Environment: WBS_FUZZ_BUILD_DIR, WBS_FUZZ_WORK (where the copies go;
 # default a new directory under $TMPDIR), WBS_FUZZ_JOBS (build parallelism),
-# CC (default clang, else clang-14), WBS_FUZZ_ARGS (more libFuzzer flags, e.g. -jobs=4).
+# CC (default clang, else clang-14), WBS_FUZZ_ARGS (more libFuzzer flags, e.g. -fork=4).
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,6 +57,11 @@ cmake --build "$build" --parallel "$jobs" --target $harnesses
 
 work=${WBS_FUZZ_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/wbs-fuzz.XXXXXX")}
 mkdir -p "$work"
+# The harnesses' own files (spool, netrc, ...): on tmpfs when there is one,
+# and removed even when a crash skipped a harness's cleanup.
+WBS_FUZZ_TMPDIR=$(mktemp -d /dev/shm/wbs-fuzz-run.XXXXXX 2>/dev/null || mktemp -d)
+export WBS_FUZZ_TMPDIR
+trap 'rm -rf "$WBS_FUZZ_TMPDIR"' EXIT
 failed=""
 summary=""
 

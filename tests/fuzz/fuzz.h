@@ -18,8 +18,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 char *fuzz_strdup(const uint8_t *data, size_t size);
 
 /*
- * A private directory for the process, on /dev/shm when it can (fsync() is
- * cheap there), else in $TMPDIR or /tmp; removed at exit.  Borrowed.
+ * A private directory for the process, in $WBS_FUZZ_TMPDIR when set, else on
+ * /dev/shm when it can (fsync() is cheap there), else in $TMPDIR or /tmp;
+ * removed at a normal exit (not after a crash).  Borrowed.
  */
 const char *fuzz_tmpdir(void);
 

@@ -11,7 +11,8 @@
  *     server feature fallback), requeue and one poll of wait;
  *   - the spool (lib/spool.c), as the content of its queue file:
  *     wbs_spool_pending(), wbs_spool_has_run(), wbs_spool_append() (coalescing,
- *     torn last line), wbs_spool_remove() (of the new event, and of one in
+ *     torn last line; a coalesced change writes nothing, a written one is
+ *     pending), wbs_spool_remove() (of the new event, and of one in
  *     the middle: the queue is rewritten), wbs_spool_mark_done() and
  *     wbs_spool_compact().
  * Nothing touches the network; files live in a private temporary directory.
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -235,6 +237,26 @@ static void run_operations(void)
 	json_object_put(config);
 }
 
+static off_t queue_size(void)
+{
+	struct stat st;
+
+	return fstatat(spool_dirfd, "queue", &st, 0) == 0 ? st.st_size : -1;
+}
+
+static bool is_pending(unsigned long long seq)
+{
+	struct wbs_spool_event *events = NULL;
+	bool found = false;
+	size_t n = 0;
+
+	FUZZ_CHECK(wbs_spool_pending(spool, &events, &n, NULL) == 0);
+	for (size_t i = 0; i < n && !found; i++)
+		found = events[i].seq == seq;
+	wbs_spool_events_free(events, n);
+	return found;
+}
+
 static void spool_queue(const uint8_t *data, size_t size)
 {
 	struct wbs_spool_event *events = NULL;
@@ -242,6 +264,7 @@ static void spool_queue(const uint8_t *data, size_t size)
 	struct wbs_error err = { 0 };
 	unsigned long long seq = 0;
 	size_t n = 0;
+	off_t before;
 	int fd, r;
 
 	fd = openat(spool_dirfd, "queue", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -265,9 +288,16 @@ static void spool_queue(const uint8_t *data, size_t size)
 	json_object_object_add(ev, "run", json_object_new_string("team/proj/run-1"));
 	json_object_object_add(ev, "argv", argv);
 	wbs_error_clear(&err);
+	before = queue_size();
 	r = wbs_spool_append(spool, ev, &seq, &err);
 	check_result(r, &err);
 	json_object_put(ev);
+	/* The header's promise: coalesced (0) writes nothing; a written change will be delivered.
+	 */
+	if (r == 0 && seq == 0)
+		FUZZ_CHECK(queue_size() == before);
+	if (r == 0 && seq > 0)
+		FUZZ_CHECK(is_pending(seq));
 	if (r == 0 && seq > 0) {
 		(void)wbs_spool_has_run(spool, "team/proj/run-1", seq);
 		wbs_error_clear(&err);

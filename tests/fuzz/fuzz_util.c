@@ -47,8 +47,9 @@ static void remove_tmpdir(void)
 
 const char *fuzz_tmpdir(void)
 {
-	const char *env = getenv("TMPDIR");
-	const char *bases[] = { "/dev/shm", env && *env ? env : "/tmp", "/tmp" };
+	const char *own = getenv("WBS_FUZZ_TMPDIR"), *env = getenv("TMPDIR");
+	const char *bases[] = { own && *own ? own : "/dev/shm", "/dev/shm",
+				env && *env ? env : "/tmp", "/tmp" };
 
 	if (tmpdir[0])
 		return tmpdir;
@@ -104,10 +105,19 @@ void fuzz_clean_env(void)
 	}
 }
 
+/* The sanitizers' "SUMMARY:" line, which libFuzzer keeps even with -close_fd_mask=2. */
+void __sanitizer_report_error_summary(const char *summary) __attribute__((weak));
+
 void fuzz_check(int cond, const char *what, const char *file, int line)
 {
+	char msg[512];
+
 	if (cond)
 		return;
-	fprintf(stderr, "%s:%d: fuzz check failed: %s\n", file, line, what);
+	(void)snprintf(msg, sizeof(msg), "fuzz check failed: %s (%s:%d)", what, file, line);
+	fprintf(stderr, "%s\n", msg);
+	if (__sanitizer_report_error_summary)
+		__sanitizer_report_error_summary(msg);
+	remove_tmpdir(); /* abort() skips atexit() */
 	abort();
 }
