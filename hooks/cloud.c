@@ -11,6 +11,7 @@
 
 #include <json-c/json.h>
 
+#include "wbsched/clock.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/error.h"
 #include "wbsched/graphql.h"
@@ -149,14 +150,6 @@ int cloud_azure_notice(const char *body, const char *vm_name, char *text, size_t
 }
 
 /* ---- polling ----------------------------------------------------------- */
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-		;
-}
 
 static int get(const char *method, const char *url, const char *const *headers, long timeout_ms,
 	       struct wd_http_resp *ret, struct wbs_error *err)
@@ -378,7 +371,7 @@ void cloud_watch(unsigned one, long interval_ms, int fd)
 		}
 		/* GCE's long poll is its own wait, unless it failed or ended at once. */
 		if (one != CLOUD_GCE || r < 0 || !p.etag[0] || (long)time(NULL) == started)
-			sleep_ms(interval_ms);
+			wbs_sleep_ms(interval_ms);
 	}
 	free(p.token);
 	free(p.vm_name);

@@ -47,6 +47,7 @@
 
 #include <json-c/json.h>
 
+#include "wbsched/clock.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/client.h"
 #include "wbsched/error.h"
@@ -135,14 +136,6 @@ struct wd {
 	struct op ops[OP_COUNT];
 	struct helper helpers[HELPER_COUNT];
 };
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Seconds with an optional fraction ("2", "0.5") into milliseconds, within [min, max]. */
 static int parse_seconds(const char *s, long min_ms, long max_ms, long *ret_ms)
@@ -471,7 +464,7 @@ static void op_launch(struct wd *wd, enum op_kind kind, long budget_ms, long dea
 	wd->ops[kind] = (struct op){
 		.pid = pid,
 		.fd = p[0],
-		.deadline_ms = deadline_ms > 0 ? deadline_ms : now_ms() + budget_ms + OP_MARGIN_MS,
+		.deadline_ms = deadline_ms > 0 ? deadline_ms : wbs_now_ms() + budget_ms + OP_MARGIN_MS,
 	};
 	wbs_debug("watchdog: %s (pid %d, budget %ld ms)", op_names[kind], (int)pid, budget_ms);
 }
@@ -496,7 +489,7 @@ static void op_done(struct wd *wd, enum op_kind kind)
 	case OP_START:
 		if (r == 0) {
 			wd->started = true;
-			wd->next_heartbeat_ms = now_ms() + wd->heartbeat_ms;
+			wd->next_heartbeat_ms = wbs_now_ms() + wd->heartbeat_ms;
 			if (!wd->run.entity && strcmp(entity, "-") != 0 &&
 			    wbs_name_validate("entity", entity, NULL) == 0) {
 				wd->run.entity = strdup(entity);
@@ -505,7 +498,7 @@ static void op_done(struct wd *wd, enum op_kind kind)
 					wbs_run_path(wd->run.entity, wd->run.project, wd->run.id);
 			}
 		} else {
-			wd->next_start_ms = now_ms() + wd->heartbeat_ms;
+			wd->next_start_ms = wbs_now_ms() + wd->heartbeat_ms;
 		}
 		break;
 	case OP_HEARTBEAT:
@@ -644,7 +637,7 @@ static void reap(struct wd *wd)
 
 static void on_signal(struct wd *wd, int sig)
 {
-	long now = now_ms();
+	long now = wbs_now_ms();
 
 	if (sig == SIGCHLD) {
 		reap(wd);
@@ -780,7 +773,7 @@ static int run_loop(struct wd *wd)
 	for (;;) {
 		struct pollfd pfd[1 + HELPER_COUNT];
 		int idx[1 + HELPER_COUNT], n = 0;
-		long now = now_ms();
+		long now = wbs_now_ms();
 
 		step(wd, now);
 		if (all_done(wd))

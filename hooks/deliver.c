@@ -21,6 +21,7 @@
 
 #include <json-c/json.h>
 
+#include "wbsched/clock.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/client.h"
 #include "wbsched/error.h"
@@ -35,14 +36,6 @@
 
 /* How many delivered changes share one fsync'd "done" mark during a flush. */
 #define DONE_EVERY 256
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Replays one queued change; returns its exit code (ctx->replay_err says why). */
 static int replay(struct hook_ctx *ctx, struct json_object *event)
@@ -215,7 +208,7 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 {
 	struct wbs_spool_event *events = NULL;
 	struct wbs_error err = { 0 };
-	long start = now_ms();
+	long start = wbs_now_ms();
 	size_t n = 0, i, skipped = 0, unmarked = 0;
 	unsigned long long done_seq = 0;
 	int ret = 0;
@@ -229,7 +222,7 @@ static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budg
 	}
 	for (i = 0; i < n;) {
 		char what[256];
-		long left = budget_ms < 0 ? -1 : budget_ms - (now_ms() - start);
+		long left = budget_ms < 0 ? -1 : budget_ms - (wbs_now_ms() - start);
 		size_t group = 1;
 		int code = HOOK_EXIT_FAILED;
 
@@ -367,7 +360,7 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 	struct wbs_error err = { 0 };
 	unsigned long long seq = 0;
 	size_t left = 0, done = 0;
-	long cooldown = 0, t0 = now_ms();
+	long cooldown = 0, t0 = wbs_now_ms();
 	int ret, r;
 
 	*ret_queued = false;
@@ -438,8 +431,8 @@ no_spool:
 		goto out;
 	}
 	/* The whole command keeps to the budget: the spool's work counts too. */
-	wbs_client_begin_ms(client, ctx->cfg.budget_ms - (now_ms() - t0) > 1
-					    ? ctx->cfg.budget_ms - (now_ms() - t0)
+	wbs_client_begin_ms(client, ctx->cfg.budget_ms - (wbs_now_ms() - t0) > 1
+					    ? ctx->cfg.budget_ms - (wbs_now_ms() - t0)
 					    : 1);
 	r = send(ctx, client, data, &err);
 	if (r == 0 || !wbs_error_is_unavailable(r)) {

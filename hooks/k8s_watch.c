@@ -12,6 +12,7 @@
 
 #include <json-c/json.h>
 
+#include "wbsched/clock.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/error.h"
 #include "wbsched/graphql.h"
@@ -25,22 +26,6 @@
 #define WATCH_SECONDS    300
 #define BACKOFF_FIRST_MS 500
 #define BACKOFF_MAX_MS   15000
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-		;
-}
 
 /* The bearer token, trailing white space removed; caller wipes and frees. */
 static int read_token(const char *path, char **ret, struct wbs_error *err)
@@ -401,7 +386,7 @@ void k8s_watch_pod(const struct k8s_env *env, int fd)
 	wbs_debug("kubernetes: watching pod '%s/%s' at %s", env->namespace, env->pod, env->api_url);
 	while (!w.closed && !w.gone) {
 		struct wbs_error err = { 0 };
-		long started = now_ms();
+		long started = wbs_now_ms();
 		unsigned events = w.events;
 		int r = 0;
 
@@ -448,7 +433,7 @@ void k8s_watch_pod(const struct k8s_env *env, int fd)
 			wbs_log(warned ? WBS_LOG_DEBUG : WBS_LOG_WARNING, "kubernetes: %s",
 				err.msg);
 			warned = true;
-			sleep_ms(backoff);
+			wbs_sleep_ms(backoff);
 			backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
 			w.relist = true;
 			continue;
@@ -458,8 +443,8 @@ void k8s_watch_pod(const struct k8s_env *env, int fd)
 		warned = false;
 		backoff = BACKOFF_FIRST_MS;
 		/* A watch that ends at once with nothing in it must not spin. */
-		if (w.events == events && now_ms() - started < 200)
-			sleep_ms(200);
+		if (w.events == events && wbs_now_ms() - started < 200)
+			wbs_sleep_ms(200);
 	}
 	json_object_put(w.pending);
 }

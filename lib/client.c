@@ -17,6 +17,7 @@
 
 #include <json-c/json.h>
 
+#include "wbsched/clock.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/client.h"
 #include "wbsched/config.h"
@@ -37,22 +38,6 @@ struct wbs_client {
 	long deadline_ms; /* CLOCK_MONOTONIC */
 	unsigned long attempts;
 };
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-		;
-}
 
 int wbs_client_new(const struct wbs_config *cfg, struct wbs_transport *transport,
 		   const char *api_key, struct wbs_client **ret, struct wbs_error *err)
@@ -95,19 +80,19 @@ void wbs_client_free(struct wbs_client *client)
 
 void wbs_client_begin(struct wbs_client *client)
 {
-	client->deadline_ms = now_ms() + client->cfg->budget_ms;
+	client->deadline_ms = wbs_now_ms() + client->cfg->budget_ms;
 }
 
 void wbs_client_begin_ms(struct wbs_client *client, long budget_ms)
 {
 	if (budget_ms > client->cfg->budget_ms)
 		budget_ms = client->cfg->budget_ms;
-	client->deadline_ms = now_ms() + budget_ms;
+	client->deadline_ms = wbs_now_ms() + budget_ms;
 }
 
 long wbs_client_remaining_ms(const struct wbs_client *client)
 {
-	long left = client->deadline_ms - now_ms();
+	long left = client->deadline_ms - wbs_now_ms();
 
 	return left > 0 ? left : 0;
 }
@@ -133,7 +118,7 @@ static long backoff_ms(unsigned attempt)
 	if (base > BACKOFF_MAX_MS)
 		base = BACKOFF_MAX_MS;
 	if (getrandom(&jitter, sizeof(jitter), GRND_NONBLOCK) != sizeof(jitter))
-		jitter = (unsigned short)now_ms();
+		jitter = (unsigned short)wbs_now_ms();
 	return base + base * (jitter % 1000) / 4000;
 }
 
@@ -253,7 +238,7 @@ static int post_with_retries(struct wbs_client *c, const char *url, const char *
 			wbs_debug("a retry in %ld ms would pass the budget", wait);
 			break;
 		}
-		sleep_ms(wait);
+		wbs_sleep_ms(wait);
 	}
 	if (err && err->code == 0) {
 		*err = last;

@@ -7,27 +7,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "wbsched/clock.h"
 #include "wbsched/client.h"
 #include "wbsched/error.h"
 #include "wbsched/log.h"
 #include "wbsched/run.h"
 #include "wbsched/state.h"
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-		;
-}
 
 static bool same_state(const char *a, const char *b)
 {
@@ -89,7 +74,7 @@ int wbs_run_wait(struct wbs_client *client, const struct wbs_run_ref *refs, size
 		 const struct wbs_wait_opts *opts, wbs_wait_progress_fn progress, void *userdata,
 		 struct wbs_run_info *ret_infos, struct wbs_error *err)
 {
-	long start = now_ms();
+	long start = wbs_now_ms();
 	long interval = opts->interval_ms > 0 ? opts->interval_ms : 2000;
 	long cap = opts->max_interval_ms > interval ? opts->max_interval_ms : interval;
 	bool first = true;
@@ -128,7 +113,7 @@ int wbs_run_wait(struct wbs_client *client, const struct wbs_run_ref *refs, size
 		if (failed || all_done)
 			return 0;
 
-		elapsed = now_ms() - start;
+		elapsed = wbs_now_ms() - start;
 		if (opts->timeout_ms >= 0 && elapsed >= opts->timeout_ms)
 			return wbs_error_set(err, -ETIMEDOUT,
 					     "gave up waiting after %ld s", opts->timeout_ms / 1000);
@@ -138,7 +123,7 @@ int wbs_run_wait(struct wbs_client *client, const struct wbs_run_ref *refs, size
 		sleep_for = interval;
 		if (opts->timeout_ms >= 0 && elapsed + sleep_for > opts->timeout_ms)
 			sleep_for = opts->timeout_ms - elapsed;
-		sleep_ms(sleep_for);
+		wbs_sleep_ms(sleep_for);
 		if (!changed)
 			interval = interval * 3 / 2 < cap ? interval * 3 / 2 : cap;
 	}

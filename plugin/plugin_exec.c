@@ -16,20 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "wbsched/clock.h"
 #include "wbsched/error.h"
 #include "wbsched/log.h"
 
 #include "plugin_exec.h"
 
 #define STDERR_MAX 4096
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* In the child: never returns. */
 static void child(const struct plugin_exec *x, int err_fd)
@@ -86,7 +79,7 @@ int plugin_exec(const struct plugin_exec *x, int *ret_status, struct wbs_error *
 {
 	char buf[STDERR_MAX + 1];
 	size_t len = 0;
-	long deadline = now_ms() + x->deadline_ms;
+	long deadline = wbs_now_ms() + x->deadline_ms;
 	int pipefd[2] = { -1, -1 };
 	int status = 0, wstatus;
 	pid_t pid, got;
@@ -128,7 +121,7 @@ int plugin_exec(const struct plugin_exec *x, int *ret_status, struct wbs_error *
 	/* Read its stderr until it closes it or the deadline passes. */
 	while (pipefd[0] >= 0) {
 		struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
-		long left = deadline - now_ms();
+		long left = deadline - wbs_now_ms();
 		ssize_t n;
 
 		if (left <= 0)
@@ -152,7 +145,7 @@ int plugin_exec(const struct plugin_exec *x, int *ret_status, struct wbs_error *
 		got = waitpid(pid, &wstatus, WNOHANG);
 		if (got == pid || (got < 0 && errno != EINTR))
 			break;
-		if (now_ms() >= deadline) {
+		if (wbs_now_ms() >= deadline) {
 			wbs_log(WBS_LOG_WARNING, "'%s' passed its %ld ms deadline, killed", x->path,
 				x->deadline_ms);
 			(void)kill(-pid, SIGKILL);
