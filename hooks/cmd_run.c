@@ -12,6 +12,7 @@
 #include "wbsched/array.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/client.h"
+#include "wbsched/clock.h"
 #include "wbsched/error.h"
 #include "wbsched/log.h"
 #include "wbsched/run.h"
@@ -822,15 +823,58 @@ out:
 	return ret;
 }
 
-/* ---- many queued starts in one request (flush) ------------------------- */
+/* ---- many queued changes at once (flush) ------------------------------ */
 
-int hook_start_many(struct hook_ctx *ctx, int n, char ***argvs, int *argcs,
-		    struct wbs_error *err)
+enum hook_kind hook_classify(struct hook_ctx *ctx, int argc, char **argv)
 {
+	enum hook_kind kind = HOOK_KIND_OTHER;
+	struct spec_opts o = { 0 };
+	struct run_opts ro;
+	int saved_opterr = opterr;
+
+	if (argc < 1)
+		return HOOK_KIND_OTHER;
+	/* quietly: a change that does not parse is replayed alone, and says so then */
+	hook_usage_mute(true);
+	opterr = 0;
+	if (strcmp(argv[0], "create") == 0) {
+		/* one that makes many runs, or that cannot be read, keeps its place */
+		kind = HOOK_KIND_BARRIER;
+		if (parse_spec_opts(ctx, "create", true, argc, argv, &o) == 0 && optind == argc &&
+		    o.count == 0 && !o.indexes)
+			kind = o.base.id && !o.keep_running && !o.export ? HOOK_KIND_CREATE
+									 : HOOK_KIND_OTHER;
+	} else if (strcmp(argv[0], "start") == 0) {
+		if (parse_spec_opts(ctx, "start", false, argc, argv, &o) == 0 &&
+		    optind == argc - 1)
+			kind = HOOK_KIND_START;
+	} else if (strcmp(argv[0], "finish") == 0) {
+		if (parse_run_opts("finish", argc, argv, false, true, &ro) == 0 &&
+		    optind == argc - 1)
+			kind = HOOK_KIND_FINISH;
+	}
+	spec_opts_release(&o);
+	opterr = saved_opterr;
+	hook_usage_mute(false);
+	return kind;
+}
+
+static bool same_place(const struct wbs_run_ref *a, const struct wbs_run_ref *b)
+{
+	return ((!a->entity && !b->entity) ||
+		(a->entity && b->entity && strcmp(a->entity, b->entity) == 0)) &&
+	       strcmp(a->project, b->project) == 0;
+}
+
+int hook_upsert_many(struct hook_ctx *ctx, enum hook_kind kind, int n, char ***argvs, int *argcs,
+		     struct wbs_error *err)
+{
+	bool create = kind == HOOK_KIND_CREATE;
 	struct spec_opts *opts = calloc((size_t)n, sizeof(*opts));
 	struct wbs_run_spec *specs = calloc((size_t)n, sizeof(*specs));
 	struct wbs_run_info *infos = calloc((size_t)n, sizeof(*infos));
 	struct wbs_run_ref *refs = calloc((size_t)n, sizeof(*refs));
+	const char *entity = ctx->cfg.entity, *project = wbs_config_project(&ctx->cfg);
 	struct wbs_client *client;
 	int ret = 0, parsed = 0;
 
@@ -838,27 +882,48 @@ int hook_start_many(struct hook_ctx *ctx, int n, char ***argvs, int *argcs,
 		ret = wbs_error_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
+	if (kind != HOOK_KIND_CREATE && kind != HOOK_KIND_START) {
+		ret = wbs_error_set(err, -EINVAL, "only creates and starts go many to a request");
+		goto out;
+	}
+	hook_usage_mute(true);
 	for (; parsed < n; parsed++) {
 		int argc = argcs[parsed];
 		char **argv = argvs[parsed];
+		bool ok = parse_spec_opts(ctx, create ? "create" : "start", create, argc, argv,
+					  &opts[parsed]) == 0;
 
-		if (parse_spec_opts(ctx, "start", false, argc, argv, &opts[parsed]) != 0 ||
-		    optind != argc - 1 ||
-		    wbs_run_ref_parse(argv[argc - 1], &ctx->cfg, &refs[parsed], err) < 0) {
-			ret = wbs_error_set(err, -EINVAL, "cannot read a queued start");
+		if (create)
+			ok = ok && optind == argc && opts[parsed].base.id && !opts[parsed].count &&
+			     !opts[parsed].indexes && !opts[parsed].keep_running;
+		else
+			ok = ok && optind == argc - 1 &&
+			     wbs_run_ref_parse(argv[argc - 1], &ctx->cfg, &refs[parsed], NULL) == 0;
+		specs[parsed] = opts[parsed].base;
+		if (ok && !create) {
+			/* starts name their run: one request takes one entity and project */
+			ok = same_place(&refs[0], &refs[parsed]);
+			specs[parsed].id = refs[parsed].id;
+			specs[parsed].state = "running";
+		}
+		if (!ok) {
+			hook_usage_mute(false);
+			ret = wbs_error_set(err, -EINVAL, "cannot read a queued %s with the others",
+					    create ? "create" : "start");
 			parsed++;
 			goto out;
 		}
-		specs[parsed] = opts[parsed].base;
-		specs[parsed].id = refs[parsed].id;
-		specs[parsed].state = "running";
 	}
+	hook_usage_mute(false);
 	if (hook_client(ctx, &client) != 0) {
 		ret = wbs_error_set(err, -EACCES, "no W&B client");
 		goto out;
 	}
-	/* all share the entity and project they were queued with (the caller groups them) */
-	ret = wbs_run_create(client, refs[0].entity, refs[0].project, specs, (size_t)n, infos, err);
+	if (!create) {
+		entity = refs[0].entity;
+		project = refs[0].project;
+	}
+	ret = wbs_run_create(client, entity, project, specs, (size_t)n, infos, err);
 out:
 	for (int i = 0; i < parsed; i++) {
 		spec_opts_release(&opts[i]);
@@ -869,5 +934,75 @@ out:
 	free(specs);
 	free(infos);
 	free(refs);
+	return ret;
+}
+
+int hook_finish_many(struct hook_ctx *ctx, int n, char ***argvs, int *argcs, long deadline_ms,
+		     int *ret_codes, struct wbs_error *errs)
+{
+	struct wbs_run_ref *refs = calloc((size_t)n, sizeof(*refs));
+	struct wbs_run_info *infos = calloc((size_t)n, sizeof(*infos));
+	int *exit_codes = calloc((size_t)n, sizeof(*exit_codes));
+	int *which = calloc((size_t)n, sizeof(*which));
+	struct wbs_client *client;
+	int ret = 0, m = 0;
+
+	for (int i = 0; i < n; i++) {
+		ret_codes[i] = -ECANCELED;
+		wbs_error_clear(&errs[i]);
+	}
+	if (!refs || !infos || !exit_codes || !which) {
+		ret = wbs_error_set(&errs[0], -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (hook_client(ctx, &client) != 0) {
+		ret = wbs_error_set(&errs[0], -EACCES, "no W&B client");
+		goto out;
+	}
+	/* what cannot be read is refused on its own; the rest are read together */
+	hook_usage_mute(true);
+	for (int i = 0; i < n; i++) {
+		struct run_opts o;
+
+		if (parse_run_opts("finish", argcs[i], argvs[i], false, true, &o) != 0 ||
+		    optind != argcs[i] - 1) {
+			ret_codes[i] =
+				wbs_error_set(&errs[i], -EINVAL, "cannot read the queued finish");
+			continue;
+		}
+		if (wbs_run_ref_parse(argvs[i][argcs[i] - 1], &ctx->cfg, &refs[m], &errs[i]) < 0) {
+			ret_codes[i] = errs[i].code ? errs[i].code : -EINVAL;
+			continue;
+		}
+		exit_codes[m] = o.has_exit_code ? (int)o.exit_code : 0;
+		which[m++] = i;
+	}
+	hook_usage_mute(false);
+	wbs_client_begin_ms(client, deadline_ms ? deadline_ms - wbs_now_ms() : ctx->cfg.budget_ms);
+	ret = wbs_run_read(client, refs, (size_t)m, infos, &errs[0]);
+	if (ret < 0)
+		goto out;
+	/* one file_stream request per run that has not ended: W&B has no batch of them */
+	for (int k = 0; k < m; k++) {
+		int i = which[k];
+
+		if (deadline_ms && deadline_ms - wbs_now_ms() <= 0)
+			break;
+		wbs_client_begin_ms(client,
+				    deadline_ms ? deadline_ms - wbs_now_ms() : ctx->cfg.budget_ms);
+		ret_codes[i] = wbs_run_finish_read(client, &infos[k], exit_codes[k], &errs[i]);
+		if (ret_codes[i] < 0 &&
+		    (wbs_error_is_unavailable(ret_codes[i]) || ret_codes[i] == -EACCES))
+			break;
+	}
+out:
+	for (int k = 0; refs && infos && k < n; k++) {
+		wbs_run_ref_release(&refs[k]);
+		wbs_run_info_release(&infos[k]);
+	}
+	free(refs);
+	free(infos);
+	free(exit_codes);
+	free(which);
 	return ret;
 }

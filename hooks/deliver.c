@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,70 +35,45 @@
 /* How long a command waits for the spool's lock before using the inbox. */
 #define LOCK_WAIT_MS 250
 
-/* How many delivered changes share one fsync'd "done" mark during a flush. */
-#define DONE_EVERY 256
+/* Sets the entity and project a change was made with, not today's defaults. */
+static void use_place(struct hook_ctx *ctx, const struct wbs_spool_event *ev, char *saved_project)
+{
+	ctx->cfg.entity = (char *)ev->entity;
+	ctx->cfg.project = ev->project ? (char *)ev->project : saved_project;
+}
 
 /* Replays one queued change; returns its exit code (ctx->replay_err says why). */
-static int replay(struct hook_ctx *ctx, struct json_object *event)
+static int replay(struct hook_ctx *ctx, const struct wbs_spool_event *ev)
 {
-	struct json_object *jargv, *v;
-	char **argv = NULL;
-	size_t n;
 	char *saved_entity = ctx->cfg.entity, *saved_project = ctx->cfg.project;
 	int ret;
 
-	if (!json_object_object_get_ex(event, "argv", &jargv) ||
-	    !json_object_is_type(jargv, json_type_array) ||
-	    (n = json_object_array_length(jargv)) == 0)
+	if (ev->argc == 0)
 		return HOOK_EXIT_USAGE;
-	argv = calloc(n + 1, sizeof(*argv));
-	if (!argv)
-		return HOOK_EXIT_FAILED;
-	for (size_t i = 0; i < n; i++)
-		argv[i] = (char *)json_object_get_string(json_object_array_get_idx(jargv, i));
-
-	/* The entity and project the change was made with, not today's defaults. */
-	ctx->cfg.entity = json_object_object_get_ex(event, "entity", &v) &&
-					  json_object_is_type(v, json_type_string)
-				  ? (char *)json_object_get_string(v)
-				  : NULL;
-	ctx->cfg.project = json_object_object_get_ex(event, "project", &v) &&
-					   json_object_is_type(v, json_type_string)
-				   ? (char *)json_object_get_string(v)
-				   : saved_project;
+	use_place(ctx, ev, saved_project);
 	ctx->replaying = true;
 	wbs_error_clear(&ctx->replay_err);
-	ret = hook_run_command(ctx, (int)n, argv);
+	ret = hook_run_command(ctx, ev->argc, ev->argv);
 	ctx->replaying = false;
 	ctx->cfg.entity = saved_entity;
 	ctx->cfg.project = saved_project;
-	free(argv);
 	return ret;
 }
 
 /* A change queued for another W&B server is not delivered to this one. */
-static bool for_this_server(struct hook_ctx *ctx, struct json_object *event)
+static bool for_this_server(struct hook_ctx *ctx, const struct wbs_spool_event *ev)
 {
-	struct json_object *v;
-
-	if (!json_object_object_get_ex(event, "base_url", &v) ||
-	    !json_object_is_type(v, json_type_string))
-		return true;
-	return strcmp(json_object_get_string(v), wbs_config_base_url(&ctx->cfg)) == 0;
+	return !ev->base_url || strcmp(ev->base_url, wbs_config_base_url(&ctx->cfg)) == 0;
 }
 
 /* Shows a queued change as its command line. */
-static void describe(struct json_object *event, char *buf, size_t size)
+static void describe(int argc, char **argv, char *buf, size_t size)
 {
-	struct json_object *jargv;
 	size_t used = 0;
 
 	buf[0] = '\0';
-	if (!json_object_object_get_ex(event, "argv", &jargv))
-		return;
-	for (size_t i = 0; i < json_object_array_length(jargv) && used + 1 < size; i++) {
-		int w = snprintf(buf + used, size - used, "%s%s", i ? " " : "",
-				 json_object_get_string(json_object_array_get_idx(jargv, i)));
+	for (int i = 0; i < argc && used + 1 < size; i++) {
+		int w = snprintf(buf + used, size - used, "%s%s", i ? " " : "", argv[i]);
 
 		if (w < 0)
 			break;
@@ -105,197 +81,384 @@ static void describe(struct json_object *event, char *buf, size_t size)
 	}
 }
 
-/* A string member of an event, or NULL. */
-static const char *event_string(struct json_object *event, const char *key)
-{
-	struct json_object *v;
+/*
+ * A flush of the queue.  Each run's changes go in the order they were made;
+ * between runs, order does not matter (each change concerns one run), so
+ * the flush goes in waves: every run's oldest waiting change, those of a
+ * kind sent together (creates and starts WBS_RUN_BATCH to a request, the
+ * reads of finishes too), then the next wave.  A `create` of many runs is a
+ * barrier: it goes alone, after everything before it, before everything
+ * after it.
+ */
+enum {
+	WAITING,
+	GONE,
+	ELSEWHERE,
+};
 
-	if (!json_object_object_get_ex(event, key, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
+/*
+ * What was delivered is recorded after every request (a kill -9 loses
+ * nothing) and fsync'd every DURABLE_EVERY changes and at the end: a power
+ * cut may deliver the last few again, which changes nothing.
+ */
+#define DURABLE_EVERY 256
+
+struct flush {
+	struct hook_ctx *ctx;
+	struct wbs_spool *spool;
+	struct wbs_spool_event *ev;
+	size_t n;
+	enum hook_kind *kind;
+	size_t *run; /* the run each change concerns, as a number */
+	size_t n_runs;
+	char *state;   /* WAITING, GONE (delivered or dropped), ELSEWHERE (another server's) */
+	size_t first;  /* no change before it is WAITING */
+	size_t prefix; /* the changes before it are all GONE, and recorded so */
+	unsigned long long *gone; /* delivered out of turn, not yet recorded */
+	size_t n_gone;
+	size_t done, unsynced;
+	long start, budget_ms;
+};
+
+/* "project/id" of a run key "entity/project/id": an entity set or not, one run. */
+static const char *run_of(const char *key)
+{
+	const char *slash = strchr(key, '/');
+
+	return slash ? slash + 1 : key;
 }
 
-static bool same_string(const char *a, const char *b)
+/* "entity/project/" of a run key: changes of one place go in one request. */
+static size_t place_len(const char *key)
 {
-	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+	const char *slash = strrchr(key, '/');
+
+	return slash ? (size_t)(slash - key) : 0;
 }
 
-static bool is_start(struct json_object *event)
+static bool same_place(const char *a, const char *b)
 {
-	struct json_object *argv;
+	size_t la = place_len(a);
 
-	return json_object_object_get_ex(event, "argv", &argv) &&
-	       json_object_is_type(argv, json_type_array) &&
-	       json_object_array_length(argv) >= 2 &&
-	       strcmp(json_object_get_string(json_object_array_get_idx(argv, 0)), "start") == 0;
+	return la == place_len(b) && strncmp(a, b, la) == 0;
+}
+
+struct keyed {
+	const char *key;
+	size_t i;
+};
+
+static int cmp_keyed(const void *a, const void *b)
+{
+	return strcmp(((const struct keyed *)a)->key, ((const struct keyed *)b)->key);
+}
+
+static void flush_release(struct flush *f)
+{
+	free(f->kind);
+	free(f->run);
+	free(f->state);
+	free(f->gone);
+	wbs_spool_events_free(f->ev, f->n);
+}
+
+/* Sorts the changes: each one's kind and run. */
+static int flush_prepare(struct flush *f)
+{
+	struct keyed *keys;
+	size_t n = f->n;
+
+	f->kind = calloc(n, sizeof(*f->kind));
+	f->run = calloc(n, sizeof(*f->run));
+	f->state = calloc(n, sizeof(*f->state));
+	f->gone = calloc(n, sizeof(*f->gone));
+	keys = calloc(n, sizeof(*keys));
+	if (!f->kind || !f->run || !f->state || !f->gone || !keys) {
+		free(keys);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		f->state[i] = for_this_server(f->ctx, &f->ev[i]) ? WAITING : ELSEWHERE;
+		f->kind[i] = f->ev[i].argc ? hook_classify(f->ctx, f->ev[i].argc, f->ev[i].argv)
+					   : HOOK_KIND_OTHER;
+		keys[i] = (struct keyed){ run_of(f->ev[i].run), i };
+	}
+	/* runs numbered: sort by run, count the distinct ones */
+	qsort(keys, n, sizeof(*keys), cmp_keyed);
+	for (size_t k = 0; k < n; k++) {
+		if (k > 0 && strcmp(keys[k].key, keys[k - 1].key) != 0)
+			f->n_runs++;
+		f->run[keys[k].i] = f->n_runs;
+	}
+	f->n_runs++;
+	free(keys);
+	return 0;
+}
+
+/* Records what was delivered: the "done" mark over the oldest, the rest as "gone". */
+static int flush_save(struct flush *f, bool durable)
+{
+	struct wbs_error err = { 0 };
+	unsigned long long done_seq;
+	size_t k = 0, before = f->prefix;
+
+	while (f->prefix < f->n && f->state[f->prefix] == GONE)
+		f->prefix++;
+	done_seq = f->prefix > 0 ? f->ev[f->prefix - 1].seq : 0;
+	/* what the mark covers need not be listed */
+	for (size_t i = 0; i < f->n_gone; i++)
+		if (f->gone[i] > done_seq)
+			f->gone[k++] = f->gone[i];
+	durable = durable && f->unsynced > 0;
+	if (f->prefix == before && k == 0 && !durable)
+		return 0;
+	if (wbs_spool_forget(f->spool, f->prefix > before || durable ? done_seq : 0, f->gone, k,
+			     durable, &err) < 0) {
+		wbs_err("%s", err.msg);
+		return HOOK_EXIT_FAILED;
+	}
+	f->n_gone = 0;
+	if (durable)
+		f->unsynced = 0;
+	return 0;
 }
 
 /*
- * How many events from @i on are queued starts that can go in one request:
- * this server's, the same entity and project, each run once, at most
- * WBS_RUN_BATCH, none at or past @stop_seq.
+ * What one change's attempt comes to: delivered, or refused for good (it
+ * leaves the queue), or W&B unavailable (it stays; the flush stops).
  */
-static size_t start_group(struct hook_ctx *ctx, struct wbs_spool_event *events, size_t n,
-			  size_t i, unsigned long long stop_seq)
+static int settle(struct flush *f, size_t i, int code, const char *why)
 {
-	const char *entity = event_string(events[i].obj, "entity");
-	const char *project = event_string(events[i].obj, "project");
-	size_t k = i;
+	char what[256];
 
-	for (; k < n && k - i < WBS_RUN_BATCH; k++) {
-		if ((stop_seq && events[k].seq >= stop_seq) || !is_start(events[k].obj) ||
-		    !for_this_server(ctx, events[k].obj) ||
-		    !same_string(entity, event_string(events[k].obj, "entity")) ||
-		    !same_string(project, event_string(events[k].obj, "project")))
-			break;
-		for (size_t m = i; m < k; m++)
-			if (strcmp(events[m].run, events[k].run) == 0)
-				return k - i;
+	describe(f->ev[i].argc, f->ev[i].argv, what, sizeof(what));
+	if (code == HOOK_EXIT_UNAVAILABLE || code == HOOK_EXIT_NOPERM) {
+		wbs_debug("queued change '%s' not delivered: %s", what, why);
+		if (code == HOOK_EXIT_UNAVAILABLE)
+			(void)wbs_spool_breaker_trip(f->spool, f->ctx->cfg.breaker_cooldown_ms,
+						     NULL);
+		return code;
 	}
-	return k - i;
+	if (code != HOOK_EXIT_OK)
+		/* W&B refused it: it never will take it, do not block the rest. */
+		wbs_warning("dropping queued change '%s' for run '%s': %s", what, f->ev[i].run,
+			    why);
+	f->state[i] = GONE;
+	f->gone[f->n_gone++] = f->ev[i].seq;
+	f->done++;
+	f->unsynced++;
+	return 0;
 }
 
-/* Delivers a group of queued starts in one request; returns an exit code. */
-static int replay_starts(struct hook_ctx *ctx, struct wbs_spool_event *events, size_t n)
+/* Milliseconds left of the flush's budget (< 0: no budget), at least 1 while any. */
+static long time_left(const struct flush *f)
 {
-	char ***argvs = calloc(n, sizeof(*argvs));
-	int *argcs = calloc(n, sizeof(*argcs));
-	char *saved_entity = ctx->cfg.entity, *saved_project = ctx->cfg.project;
-	int ret = HOOK_EXIT_FAILED, r;
+	long left;
 
-	if (!argvs || !argcs)
-		goto out;
-	for (size_t i = 0; i < n; i++) {
-		struct json_object *jargv;
-		size_t words;
+	if (f->budget_ms < 0)
+		return -1;
+	left = f->budget_ms - (wbs_now_ms() - f->start);
+	return left > 0 ? left : 0;
+}
 
-		json_object_object_get_ex(events[i].obj, "argv", &jargv);
-		words = json_object_array_length(jargv);
-		argvs[i] = calloc(words + 1, sizeof(**argvs));
-		if (!argvs[i])
-			goto out;
-		for (size_t w = 0; w < words; w++)
-			argvs[i][w] = (char *)json_object_get_string(
-				json_object_array_get_idx(jargv, w));
-		argcs[i] = (int)words;
+/* Delivers changes one at a time; returns 0, the exit code that stopped it, or -1 (time). */
+static int deliver_each(struct flush *f, const size_t *idx, size_t g)
+{
+	for (size_t k = 0; k < g; k++) {
+		long left = time_left(f);
+		int r;
+
+		if (left == 0)
+			return -1;
+		if (f->ctx->client)
+			wbs_client_begin_ms(f->ctx->client,
+					    left < 0 ? f->ctx->cfg.budget_ms : left);
+		r = settle(f, idx[k], replay(f->ctx, &f->ev[idx[k]]), f->ctx->replay_err.msg);
+		if (r != 0)
+			return r;
 	}
-	ctx->cfg.entity = (char *)event_string(events[0].obj, "entity");
-	ctx->cfg.project = event_string(events[0].obj, "project")
-				   ? (char *)event_string(events[0].obj, "project")
-				   : saved_project;
+	return 0;
+}
+
+/* Delivers changes of one kind and place together; as deliver_each(). */
+static int deliver_group(struct flush *f, const size_t *idx, size_t g)
+{
+	struct hook_ctx *ctx = f->ctx;
+	char *saved_entity = ctx->cfg.entity, *saved_project = ctx->cfg.project;
+	enum hook_kind kind = f->kind[idx[0]];
+	char ***argvs = NULL;
+	int *argcs = NULL, *codes = NULL, code = HOOK_EXIT_FAILED, ret = 0;
+	struct wbs_error *errs = NULL;
+	long left = time_left(f);
+
+	if (g == 1 || (kind != HOOK_KIND_CREATE && kind != HOOK_KIND_START &&
+		       kind != HOOK_KIND_FINISH))
+		return deliver_each(f, idx, g);
+	if (left == 0)
+		return -1;
+	argvs = calloc(g, sizeof(*argvs));
+	argcs = calloc(g, sizeof(*argcs));
+	codes = calloc(g, sizeof(*codes));
+	errs = calloc(g, sizeof(*errs));
+	if (!argvs || !argcs || !codes || !errs) {
+		ret = HOOK_EXIT_FAILED;
+		goto out;
+	}
+	for (size_t k = 0; k < g; k++) {
+		argvs[k] = f->ev[idx[k]].argv;
+		argcs[k] = f->ev[idx[k]].argc;
+	}
+	use_place(ctx, &f->ev[idx[0]], saved_project);
 	wbs_error_clear(&ctx->replay_err);
-	r = hook_start_many(ctx, (int)n, argvs, argcs, &ctx->replay_err);
+	if (kind == HOOK_KIND_FINISH) {
+		int r = hook_finish_many(ctx, (int)g, argvs, argcs,
+					 left < 0 ? 0 : wbs_now_ms() + left, codes, errs);
+
+		code = hook_exit_code(r);
+		ctx->replay_err = errs[0];
+	} else {
+		if (ctx->client)
+			wbs_client_begin_ms(ctx->client, left < 0 ? ctx->cfg.budget_ms : left);
+		code = hook_exit_code(hook_upsert_many(ctx, kind, (int)g, argvs, argcs,
+						       &ctx->replay_err));
+	}
 	ctx->cfg.entity = saved_entity;
 	ctx->cfg.project = saved_project;
-	ret = hook_exit_code(r);
+	if (code == HOOK_EXIT_UNAVAILABLE || code == HOOK_EXIT_NOPERM) {
+		ret = settle(f, idx[0], code, ctx->replay_err.msg);
+		goto out;
+	}
+	if (code != HOOK_EXIT_OK) {
+		/* refused as a whole: one at a time, so only the bad ones are dropped */
+		wbs_debug("%zu queued changes not taken together (%s); one at a time", g,
+			  ctx->replay_err.msg);
+		ret = deliver_each(f, idx, g);
+		goto out;
+	}
+	for (size_t k = 0; k < g && ret == 0; k++) {
+		if (kind == HOOK_KIND_FINISH && codes[k] == -ECANCELED) {
+			ret = -1; /* out of time */
+			break;
+		}
+		if (kind == HOOK_KIND_FINISH && codes[k] < 0)
+			ctx->replay_err = errs[k];
+		ret = settle(f, idx[k], kind == HOOK_KIND_FINISH ? hook_exit_code(codes[k]) : 0,
+			     kind == HOOK_KIND_FINISH ? errs[k].msg : "");
+	}
+	if (ret == 0)
+		wbs_debug("delivered %zu queued changes together", g);
 out:
-	for (size_t i = 0; argvs && i < n; i++)
-		free(argvs[i]);
 	free(argvs);
 	free(argcs);
+	free(codes);
+	free(errs);
+	return ret;
+}
+
+/* Every run's oldest waiting change, up to a barrier or @stop_seq; how many. */
+static size_t next_wave(struct flush *f, unsigned long long stop_seq, size_t *wave, bool *seen)
+{
+	size_t m = 0;
+
+	memset(seen, 0, f->n_runs * sizeof(*seen));
+	while (f->first < f->n && f->state[f->first] != WAITING)
+		f->first++;
+	for (size_t i = f->first; i < f->n; i++) {
+		if (stop_seq && f->ev[i].seq >= stop_seq)
+			break;
+		if (f->state[i] != WAITING)
+			continue;
+		if (f->kind[i] == HOOK_KIND_BARRIER) {
+			if (m == 0)
+				wave[m++] = i;
+			break;
+		}
+		if (seen[f->run[i]])
+			continue;
+		seen[f->run[i]] = true;
+		wave[m++] = i;
+	}
+	return m;
+}
+
+/* Delivers a wave: changes of one kind and place together, in the order of the first. */
+static int deliver_wave(struct flush *f, size_t *wave, size_t m, size_t *group)
+{
+	int ret = 0;
+
+	for (size_t w = 0; w < m && ret == 0; w++) {
+		size_t i = wave[w], g = 0;
+		bool batch;
+
+		if (i == SIZE_MAX)
+			continue; /* went with an earlier group */
+		batch = f->kind[i] == HOOK_KIND_CREATE || f->kind[i] == HOOK_KIND_START ||
+			f->kind[i] == HOOK_KIND_FINISH;
+		group[g++] = i;
+		for (size_t x = w + 1; batch && x < m && g < WBS_RUN_BATCH; x++) {
+			if (wave[x] == SIZE_MAX || f->kind[wave[x]] != f->kind[i] ||
+			    !same_place(f->ev[i].run, f->ev[wave[x]].run))
+				continue;
+			group[g++] = wave[x];
+			wave[x] = SIZE_MAX;
+		}
+		ret = deliver_group(f, group, g);
+		if (f->done > 0) {
+			int r = flush_save(f, f->unsynced >= DURABLE_EVERY);
+
+			ret = ret == 0 ? r : ret;
+		}
+	}
 	return ret;
 }
 
 /*
- * Delivers queued changes in order until one cannot go (W&B unavailable),
- * the queue is empty, @stop_seq (0: none) is reached, or @budget_ms (< 0:
- * none) is spent.  Consecutive queued starts go WBS_RUN_BATCH to a request.
- * Lock held.  Returns 0, or the exit code that stopped it; *ret_left counts
- * what stays.
+ * Delivers queued changes until one cannot go (W&B unavailable), the queue
+ * is empty, @stop_seq (0: none) is reached, or @budget_ms (< 0: none) is
+ * spent.  Lock held.  Returns 0, or the exit code that stopped it;
+ * *ret_left counts what stays, *ret_done what left the queue.
  */
 static int flush_locked(struct hook_ctx *ctx, struct wbs_spool *spool, long budget_ms,
 			unsigned long long stop_seq, size_t *ret_left, size_t *ret_done)
 {
-	struct wbs_spool_event *events = NULL;
+	struct flush f = { .ctx = ctx, .spool = spool, .start = wbs_now_ms(),
+			   .budget_ms = budget_ms };
 	struct wbs_error err = { 0 };
-	long start = wbs_now_ms();
-	size_t n = 0, i, skipped = 0, unmarked = 0;
-	unsigned long long done_seq = 0;
-	int ret = 0;
+	size_t *wave = NULL, *group = NULL, m;
+	bool *seen = NULL;
+	int ret = 0, r;
 
 	*ret_left = 0;
 	*ret_done = 0;
 	if (wbs_spool_merge_incoming(spool, NULL, &err) < 0 ||
-	    wbs_spool_pending(spool, &events, &n, &err) < 0) {
+	    wbs_spool_pending(spool, &f.ev, &f.n, &err) < 0) {
 		wbs_err("%s", err.msg);
 		return HOOK_EXIT_FAILED;
 	}
-	for (i = 0; i < n;) {
-		char what[256];
-		long left = budget_ms < 0 ? -1 : budget_ms - (wbs_now_ms() - start);
-		size_t group = 1;
-		int code = HOOK_EXIT_FAILED;
-
-		if ((budget_ms >= 0 && left <= 0) || (stop_seq && events[i].seq >= stop_seq))
-			break;
-		if (!for_this_server(ctx, events[i].obj)) {
-			skipped++; /* another W&B server's: it waits for a wbsched set up for it */
-			i++;
-			continue;
-		}
-		if (ctx->client)
-			wbs_client_begin_ms(ctx->client, left < 0 ? ctx->cfg.budget_ms : left);
-		if (is_start(events[i].obj) && (group = start_group(ctx, events, n, i, stop_seq)) > 1)
-			code = replay_starts(ctx, events + i, group);
-		/* one at a time, also when a group's request was refused as a whole */
-		if (group == 1 || (code != HOOK_EXIT_OK && code != HOOK_EXIT_UNAVAILABLE &&
-				   code != HOOK_EXIT_NOPERM)) {
-			group = 1;
-			code = replay(ctx, events[i].obj);
-		}
-		describe(events[i].obj, what, sizeof(what));
-		if (code == HOOK_EXIT_UNAVAILABLE || code == HOOK_EXIT_NOPERM) {
-			wbs_debug("queued change '%s' not delivered: %s", what, ctx->replay_err.msg);
-			if (code == HOOK_EXIT_UNAVAILABLE)
-				(void)wbs_spool_breaker_trip(spool, ctx->cfg.breaker_cooldown_ms,
-							     NULL);
-			ret = code;
-			break;
-		}
-		if (code != HOOK_EXIT_OK)
-			/* W&B refused it: it never will take it, do not block the rest. */
-			wbs_warning("dropping queued change '%s' for run '%s': %s", what,
-				    events[i].run, ctx->replay_err.msg);
-		else
-			wbs_debug("delivered %zu queued change%s from '%s'", group,
-				  group == 1 ? "" : "s", what);
-		for (size_t g = 0; g < group && ret == 0; g++, i++) {
-			(*ret_done)++;
-			if (skipped > 0) {
-				/* behind another server's change: take it out of the middle */
-				if (wbs_spool_remove(spool, events[i].seq, &err) < 0) {
-					wbs_err("%s", err.msg);
-					ret = HOOK_EXIT_FAILED;
-				}
-				continue;
-			}
-			/*
-			 * The "done" mark moves over each change delivered (a rename:
-			 * a kill -9 loses nothing), fsync'd only every DONE_EVERY
-			 * changes and at the end, for speed: a power cut may replay
-			 * the last few.
-			 */
-			done_seq = events[i].seq;
-			if (++unmarked >= DONE_EVERY)
-				unmarked = 0;
-			if (wbs_spool_mark_done(spool, done_seq, unmarked == 0, &err) < 0) {
-				wbs_err("%s", err.msg);
-				ret = HOOK_EXIT_FAILED;
-			}
-		}
-		if (ret != 0)
-			break;
-	}
-	if (unmarked > 0 && wbs_spool_mark_done(spool, done_seq, true, &err) < 0) {
-		wbs_err("%s", err.msg);
+	if (f.n == 0)
+		return 0;
+	if (flush_prepare(&f) < 0 || !(wave = calloc(f.n, sizeof(*wave))) ||
+	    !(group = calloc(WBS_RUN_BATCH, sizeof(*group))) ||
+	    !(seen = calloc(f.n_runs, sizeof(*seen)))) {
+		wbs_err("out of memory");
 		ret = HOOK_EXIT_FAILED;
+		goto out;
 	}
-	if (*ret_done > 0)
+	while (ret == 0 && (m = next_wave(&f, stop_seq, wave, seen)) > 0)
+		ret = deliver_wave(&f, wave, m, group);
+	r = flush_save(&f, true);
+	ret = ret == 0 || ret == -1 ? r : ret; /* out of time: the rest waits for the next */
+	if (f.done > 0)
 		(void)wbs_spool_compact(spool, NULL);
-	*ret_left = n - *ret_done;
-	if (ret == 0 && *ret_done > 0)
+	*ret_done = f.done;
+	*ret_left = f.n - f.done;
+	if (ret == 0 && f.done > 0)
 		wbs_spool_breaker_reset(spool);
-	wbs_spool_events_free(events, n);
+out:
+	free(wave);
+	free(group);
+	free(seen);
+	flush_release(&f);
 	return ret;
 }
 

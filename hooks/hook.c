@@ -92,10 +92,19 @@ void hook_print_usage(const char *cmd)
 			       commands[i].help);
 }
 
+static bool usage_muted;
+
+void hook_usage_mute(bool mute)
+{
+	usage_muted = mute;
+}
+
 int hook_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
+	if (usage_muted)
+		return HOOK_EXIT_USAGE;
 	fprintf(stderr, "wbsched: %s%s", cmd ? cmd : "", cmd ? ": " : "");
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

@@ -90,13 +90,40 @@ int cmd_wait(struct hook_ctx *ctx, int argc, char **argv);
 int cmd_watchdog(struct hook_ctx *ctx, int argc, char **argv); /* cmd_watchdog.c */
 int cmd_flush(struct hook_ctx *ctx, int argc, char **argv);
 
+/* What a flush does with a queued change (its command line). */
+enum hook_kind {
+	HOOK_KIND_OTHER,   /* replayed on its own */
+	HOOK_KIND_CREATE,  /* `create` of one run: many to a request */
+	HOOK_KIND_START,   /* many to a request */
+	HOOK_KIND_FINISH,  /* one read for many, then a request each */
+	HOOK_KIND_BARRIER, /* `create` of many runs (or unreadable): nothing passes it */
+};
+
+enum hook_kind hook_classify(struct hook_ctx *ctx, int argc, char **argv);
+
 /*
- * Delivers @n queued `start` command lines (argvs[i], argcs[i] words each,
- * the run as the last word) in one request; they must share entity and
- * project.  Returns 0 or a negative code with @err set.
+ * Delivers @n queued creates or starts (argvs[i], argcs[i] words each) in
+ * one request per WBS_RUN_BATCH.  Creates take the entity and project of
+ * ctx->cfg; starts must all name runs of one entity and project.  Returns 0
+ * or a negative code with @err set (-EINVAL: one of them cannot go with the
+ * others).
  */
-int hook_start_many(struct hook_ctx *ctx, int n, char ***argvs, int *argcs,
-		    struct wbs_error *err);
+int hook_upsert_many(struct hook_ctx *ctx, enum hook_kind kind, int n, char ***argvs, int *argcs,
+		     struct wbs_error *err);
+
+/*
+ * Delivers @n queued finishes: their runs read together, then one request
+ * per run that has not ended, each with what is left before @deadline_ms
+ * (wbs_now_ms(); 0: the configured budget each).  ret_codes[i] is 0 or a
+ * negative code with errs[i] set; -ECANCELED: not tried (an earlier one
+ * found W&B unavailable, or the time ran out).  Returns non-zero, with
+ * errs[0] set, only when the runs could not be read.
+ */
+int hook_finish_many(struct hook_ctx *ctx, int n, char ***argvs, int *argcs, long deadline_ms,
+		     int *ret_codes, struct wbs_error *errs);
+
+/* While muted, hook_usage_error() prints nothing (a flush sorting its queue). */
+void hook_usage_mute(bool mute);
 
 /* Runs a command of the table by name (the spool's replay). */
 int hook_run_command(struct hook_ctx *ctx, int argc, char **argv);

@@ -245,6 +245,90 @@ static unsigned long long read_done(struct wbs_spool *s)
 	return strtoull(text, NULL, 10);
 }
 
+static int cmp_seq(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The numbers in "gone": events delivered out of turn, sorted. */
+static int read_gone(struct wbs_spool *s, unsigned long long **ret, size_t *ret_n,
+		     struct wbs_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	unsigned long long *seqs = NULL;
+	size_t len, n = 0, cap = 0;
+	char *p, *end;
+	int r;
+
+	*ret = NULL;
+	*ret_n = 0;
+	r = read_file(s, "gone", (size_t)s->max_bytes + 65536, &text, &len, err);
+	if (r < 0)
+		return r;
+	for (p = text;; p = end) {
+		unsigned long long seq;
+
+		while (*p == '\n')
+			p++;
+		if (!*p)
+			break;
+		seq = strtoull(p, &end, 10);
+		if (end == p) { /* damaged: skip the line */
+			end = strchr(p, '\n');
+			if (!end)
+				break;
+			continue;
+		}
+		if (n == cap) {
+			unsigned long long *bigger;
+
+			cap = cap ? cap * 2 : 64;
+			bigger = realloc(seqs, cap * sizeof(*bigger));
+			if (!bigger) {
+				free(seqs);
+				return wbs_error_set(err, -ENOMEM, "out of memory");
+			}
+			seqs = bigger;
+		}
+		seqs[n++] = seq;
+	}
+	if (n > 1)
+		qsort(seqs, n, sizeof(*seqs), cmp_seq);
+	*ret = seqs;
+	*ret_n = n;
+	return 0;
+}
+
+/* Records events delivered out of turn: appended, one number a line. */
+static int append_gone(struct wbs_spool *s, const unsigned long long *seqs, size_t n, bool durable,
+		       struct wbs_error *err)
+{
+	_cleanup_free_ char *buf = malloc(n * 24 + 1);
+	bool existed = faccessat(s->dirfd, "gone", F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	size_t len = 0;
+	int fd, r = 0;
+
+	if (!buf)
+		return wbs_error_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(buf + len, 24, "%llu\n", seqs[i]);
+	/* nothing new: only make what was written durable */
+	fd = openat(s->dirfd, "gone",
+		    O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (n ? O_CREAT : 0), 0600);
+	if (fd < 0 && n == 0 && errno == ENOENT)
+		return 0;
+	if (fd < 0)
+		return errno_set(err, "cannot write spool file", "gone");
+	if (write(fd, buf, len) != (ssize_t)len || (durable && fdatasync(fd) < 0))
+		r = errno_set(err, "cannot write spool file", "gone");
+	(void)close(fd);
+	if (r == 0 && durable && !existed)
+		(void)fsync(s->dirfd);
+	return r;
+}
+
 struct queue {
 	struct wbs_spool_event *events; /* undelivered only */
 	size_t n;
@@ -259,15 +343,85 @@ static void queue_release(struct queue *q)
 	*q = (struct queue){ 0 };
 }
 
+static const char *member_string(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* Word @i of a command line as text ("" for a JSON null). */
+static const char *word(struct json_object *argv, size_t i)
+{
+	const char *w = json_object_get_string(json_object_array_get_idx(argv, i));
+
+	return w ? w : "";
+}
+
+/* Copies one string into the event's block; NULL stays NULL. */
+static const char *put(char **at, const char *s)
+{
+	size_t len;
+	char *out;
+
+	if (!s)
+		return NULL;
+	len = strlen(s) + 1;
+	out = memcpy(*at, s, len);
+	*at += len;
+	return out;
+}
+
+/* The fields of a queued record, in one block; -ENOMEM or 0. */
+static int event_from(struct json_object *o, unsigned long long seq, struct wbs_spool_event *ev)
+{
+	const char *run = member_string(o, "run"), *entity = member_string(o, "entity"),
+		   *project = member_string(o, "project"), *base_url = member_string(o, "base_url");
+	struct json_object *jargv, *v;
+	size_t argc = 0, size;
+	char *at;
+
+	if (json_object_object_get_ex(o, "argv", &jargv) &&
+	    json_object_is_type(jargv, json_type_array))
+		argc = json_object_array_length(jargv);
+	size = (argc + 1) * sizeof(char *) + strlen(run ? run : "") + 1;
+	size += entity ? strlen(entity) + 1 : 0;
+	size += project ? strlen(project) + 1 : 0;
+	size += base_url ? strlen(base_url) + 1 : 0;
+	for (size_t i = 0; i < argc; i++)
+		size += strlen(word(jargv, i)) + 1;
+	*ev = (struct wbs_spool_event){ .seq = seq, .argc = (int)argc };
+	ev->mem = malloc(size);
+	if (!ev->mem)
+		return -ENOMEM;
+	ev->argv = ev->mem;
+	at = (char *)(ev->argv + argc + 1);
+	for (size_t i = 0; i < argc; i++)
+		ev->argv[i] = (char *)put(&at, word(jargv, i));
+	ev->argv[argc] = NULL;
+	ev->run = put(&at, run ? run : "");
+	ev->entity = put(&at, entity);
+	ev->project = put(&at, project);
+	ev->base_url = put(&at, base_url);
+	ev->at_ms = json_object_object_get_ex(o, "at", &v) ? json_object_get_int64(v) : 0;
+	return 0;
+}
+
 static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *err)
 {
 	unsigned long long done = read_done(s);
 	_cleanup_free_ char *text = NULL;
-	size_t len, cap = 0;
+	_cleanup_free_ unsigned long long *gone = NULL;
+	size_t len, cap = 0, n_gone = 0;
 	char *line, *nl;
 	int r;
 
 	*q = (struct queue){ 0 };
+	r = read_gone(s, &gone, &n_gone, err);
+	if (r < 0)
+		return r;
 	r = read_file(s, "queue", (size_t)s->max_bytes + 65536, &text, &len, err);
 	if (r < 0)
 		return r;
@@ -291,7 +445,8 @@ static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *er
 		seq = (unsigned long long)json_object_get_int64(v);
 		if (seq > q->last_seq)
 			q->last_seq = seq;
-		if (seq <= done) {
+		if (seq <= done ||
+		    (n_gone > 0 && bsearch(&seq, gone, n_gone, sizeof(*gone), cmp_seq))) {
 			json_object_put(o);
 			continue;
 		}
@@ -307,16 +462,12 @@ static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *er
 			}
 			q->events = bigger;
 		}
-		q->events[q->n] = (struct wbs_spool_event){
-			.seq = seq,
-			.obj = o,
-			.run = json_object_object_get_ex(o, "run", &v) &&
-					       json_object_is_type(v, json_type_string)
-				       ? json_object_get_string(v)
-				       : "",
-			.at_ms = json_object_object_get_ex(o, "at", &v) ? json_object_get_int64(v)
-								       : 0,
-		};
+		r = event_from(o, seq, &q->events[q->n]);
+		json_object_put(o);
+		if (r < 0) {
+			queue_release(q);
+			return wbs_error_set(err, -ENOMEM, "out of memory");
+		}
 		q->n++;
 	}
 	return 0;
@@ -325,7 +476,7 @@ static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *er
 void wbs_spool_events_free(struct wbs_spool_event *events, size_t n)
 {
 	for (size_t i = 0; events && i < n; i++)
-		json_object_put(events[i].obj);
+		free(events[i].mem);
 	free(events);
 }
 
@@ -356,14 +507,19 @@ bool wbs_spool_has_run(struct wbs_spool *spool, const char *run, unsigned long l
 	return found;
 }
 
-static bool same_argv(struct json_object *a, struct json_object *b)
+/* True when the queued event has the command line of @event. */
+static bool same_argv(const struct wbs_spool_event *queued, struct json_object *event)
 {
-	struct json_object *x, *y;
+	struct json_object *argv;
 
-	if (!json_object_object_get_ex(a, "argv", &x) || !json_object_object_get_ex(b, "argv", &y))
+	if (!json_object_object_get_ex(event, "argv", &argv) ||
+	    !json_object_is_type(argv, json_type_array) ||
+	    json_object_array_length(argv) != (size_t)queued->argc)
 		return false;
-	return strcmp(json_object_to_json_string_ext(x, JSON_C_TO_STRING_PLAIN),
-		      json_object_to_json_string_ext(y, JSON_C_TO_STRING_PLAIN)) == 0;
+	for (int i = 0; i < queued->argc; i++)
+		if (strcmp(queued->argv[i], word(argv, (size_t)i)) != 0)
+			return false;
+	return true;
 }
 
 int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
@@ -386,7 +542,7 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
 	for (size_t i = q.n; i-- > 0;) {
 		if (strcmp(q.events[i].run, json_object_get_string(run)) != 0)
 			continue;
-		if (same_argv(q.events[i].obj, event)) {
+		if (same_argv(&q.events[i], event)) {
 			queue_release(&q);
 			if (ret_seq)
 				*ret_seq = 0;
@@ -445,52 +601,35 @@ int wbs_spool_append(struct wbs_spool *spool, struct json_object *event,
 
 int wbs_spool_remove(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err)
 {
-	_cleanup_free_ char *text = NULL;
 	struct queue q;
-	size_t len;
-	FILE *f;
-	char *out = NULL, *line, *nl;
-	size_t out_len = 0;
+	bool oldest;
 	int r;
 
 	r = load_queue(spool, &q, err);
 	if (r < 0)
 		return r;
-	if (q.n > 0 && q.events[0].seq == seq) {
+	oldest = q.n > 0 && q.events[0].seq == seq;
+	queue_release(&q);
+	if (oldest) {
 		/*
-		 * The oldest: the "done" mark covers it.  Not fsync'd: if a power
-		 * cut loses it, the change is delivered again, which changes nothing.
+		 * The "done" mark covers it.  Not fsync'd: if a power cut loses
+		 * it, the change is delivered again, which changes nothing.
 		 */
-		queue_release(&q);
 		r = wbs_spool_mark_done(spool, seq, false, err);
 		return r < 0 ? r : wbs_spool_compact(spool, err);
 	}
-	queue_release(&q);
-	/* Otherwise rewrite the queue without it: temp file, fsync, rename. */
-	r = read_file(spool, "queue", (size_t)spool->max_bytes + 65536, &text, &len, err);
-	if (r < 0)
-		return r;
-	f = open_memstream(&out, &out_len);
-	if (!f)
-		return wbs_error_set(err, -ENOMEM, "out of memory");
-	for (line = text; (nl = strchr(line, '\n')); line = nl + 1) {
-		struct json_object *o, *v;
-		bool drop = false;
+	return append_gone(spool, &seq, 1, true, err);
+}
 
-		*nl = '\0';
-		o = json_tokener_parse(line);
-		if (o && json_object_object_get_ex(o, "seq", &v))
-			drop = (unsigned long long)json_object_get_int64(v) == seq;
-		json_object_put(o);
-		if (!drop)
-			fprintf(f, "%s\n", line);
-	}
-	if (fclose(f) != 0) {
-		free(out);
-		return wbs_error_set(err, -ENOMEM, "out of memory");
-	}
-	r = write_file(spool, "queue", out, true, err);
-	free(out);
+int wbs_spool_forget(struct wbs_spool *spool, unsigned long long done_seq,
+		     const unsigned long long *seqs, size_t n, bool durable, struct wbs_error *err)
+{
+	int r = 0;
+
+	if (n > 0 || durable)
+		r = append_gone(spool, seqs, n, durable, err);
+	if (r == 0 && done_seq > 0)
+		r = wbs_spool_mark_done(spool, done_seq, durable, err);
 	return r;
 }
 
@@ -512,8 +651,18 @@ int wbs_spool_compact(struct wbs_spool *spool, struct wbs_error *err)
 		return r;
 	if (q.n == 0 && q.file_len > 0) {
 		/* everything delivered: start the file afresh (seq goes on from "done") */
-		int fd = openat(spool->dirfd, "queue", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		int fd;
 
+		/* "done" first covers what "gone" held, so a number is never used twice */
+		if (q.last_seq > read_done(spool) &&
+		    wbs_spool_mark_done(spool, q.last_seq, true, err) < 0) {
+			queue_release(&q);
+			return err ? err->code : -EIO;
+		}
+		if (unlinkat(spool->dirfd, "gone", 0) < 0 && errno != ENOENT)
+			wbs_debug("cannot remove the list of delivered events of spool %s",
+				  spool->dir);
+		fd = openat(spool->dirfd, "queue", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0) {
 			if (ftruncate(fd, 0) < 0)
 				wbs_debug("cannot empty the queue of spool %s", spool->dir);

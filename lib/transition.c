@@ -276,17 +276,23 @@ int wbs_run_heartbeat(struct wbs_client *client, const struct wbs_run_ref *ref,
 	return r;
 }
 
+int wbs_run_finish_read(struct wbs_client *client, struct wbs_run_info *info, int exit_code,
+			struct wbs_error *err)
+{
+	if (!info->exists)
+		return no_such_run(info, err);
+	info->left_alone = wbs_run_state_is_terminal(info->state);
+	return info->left_alone ? 0 : complete(client, info, exit_code, err);
+}
+
 int wbs_run_finish(struct wbs_client *client, const struct wbs_run_ref *ref, int exit_code,
 		   struct wbs_run_info *ret_info, struct wbs_error *err)
 {
 	struct wbs_run_info info = { 0 };
 	int r = read_one(client, ref, &info, err);
 
-	if (r == 0 && !info.exists)
-		r = no_such_run(&info, err);
-	info.left_alone = r == 0 && wbs_run_state_is_terminal(info.state);
-	if (r == 0 && !info.left_alone)
-		r = complete(client, &info, exit_code, err);
+	if (r == 0)
+		r = wbs_run_finish_read(client, &info, exit_code, err);
 	hand_over(&info, ret_info);
 	return r;
 }

@@ -567,8 +567,11 @@ Test(cli, queued_starts_go_together_in_one_request)
 	emu_clear_faults(&emu);
 	before = emu_request_count(&emu);
 	OK("flush");
-	/* a, b and c in one request; c's finish reads then completes; d alone */
-	cr_assert_eq(emu_request_count(&emu) - before, 4);
+	/*
+	 * a, b, c and d in one request (d's start passes c's finish: another
+	 * run); then c's finish reads and completes
+	 */
+	cr_assert_eq(emu_request_count(&emu) - before, 3);
 	assert_states("emu-user/proj/a", "running");
 	assert_states("emu-user/proj/c", "running,finished");
 	assert_states("emu-user/proj/d", "running");
@@ -576,6 +579,90 @@ Test(cli, queued_starts_go_together_in_one_request)
 	cr_assert(json_object_object_get_ex(run, "displayName", &v));
 	cr_assert_str_eq(json_object_get_string(v), "bee");
 	json_object_put(run);
+}
+
+/*
+ * A queue as an outage leaves it: each run's create, start and finish
+ * interleaved with other runs'.  The flush sends every run's oldest change,
+ * those of a kind together, then the next: fewer requests, each run's
+ * changes still in the order they were made.
+ */
+Test(cli, a_mixed_queue_goes_in_waves_and_keeps_each_runs_order)
+{
+	struct cli_result r;
+	int before;
+
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--project", "proj", "start", "a");
+	cli_result_release(&r);
+	/* the breaker is open: these queue at once */
+	OK("--project", "proj", "create", "--id", "b");
+	OK("--project", "proj", "start", "b");
+	OK("--project", "proj", "create", "--id", "c", "--name", "sea");
+	OK("--project", "proj", "start", "c");
+	OK("--project", "proj", "finish", "--exit-code", "0", "b");
+	OK("--project", "proj", "finish", "--exit-code", "3", "c");
+	OK("--project", "proj", "finish", "a");
+	emu_clear_faults(&emu);
+	before = emu_request_count(&emu);
+	OK("flush");
+	/*
+	 * start a, creates b+c | starts b+c, a's finish (read, complete) |
+	 * finishes b+c (one read, two completes): 8 requests, not 11
+	 */
+	cr_assert_eq(emu_request_count(&emu) - before, 8);
+	assert_states("emu-user/proj/a", "running,finished");
+	assert_states("emu-user/proj/b", "pending,running,finished");
+	assert_states("emu-user/proj/c", "pending,running,failed");
+	struct json_object *run = emu_get(&emu, "/_emu/run?path=emu-user/proj/c"), *v;
+	cr_assert(json_object_object_get_ex(run, "displayName", &v));
+	cr_assert_str_eq(json_object_get_string(v), "sea");
+	json_object_put(run);
+	CLI(&emu, &r, "flush", "--status");
+	cr_assert_not_null(strstr(r.out, ": 0 changes queued"), "%s", r.out);
+	cli_result_release(&r);
+}
+
+/* A queued create of many runs goes after what was queued before it, before what came after. */
+Test(cli, a_queued_create_of_many_runs_keeps_its_place)
+{
+	struct cli_result r;
+
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--project", "proj", "start", "a");
+	cli_result_release(&r);
+	OK("--project", "proj", "create", "--id", "x", "--count", "2");
+	OK("--project", "proj", "start", "x-1");
+	emu_clear_faults(&emu);
+	OK("flush");
+	/* x-1's start must not pass the create that makes x-1 pending */
+	assert_states("emu-user/proj/a", "running");
+	assert_states("emu-user/proj/x-0", "pending");
+	assert_states("emu-user/proj/x-1", "pending,running");
+}
+
+/* A batch W&B refuses as a whole goes again one at a time: only a bad change is dropped. */
+Test(cli, a_refused_batch_goes_one_at_a_time)
+{
+	struct cli_result r;
+	int before;
+
+	emu_fault(&emu, "{\"drop\":true,\"times\":-1}");
+	CLI(&emu, &r, "--set", "budget_ms=300", "--project", "proj", "start", "a");
+	cli_result_release(&r);
+	OK("--project", "proj", "start", "b");
+	OK("--project", "proj", "start", "c");
+	emu_clear_faults(&emu);
+	emu_fault(&emu, "{\"operation\":\"UpsertRuns\",\"status\":400,\"times\":1}");
+	before = emu_request_count(&emu);
+	CLI(&emu, &r, "flush");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_str_eq(r.out, "delivered 3 changes, 0 queued\n");
+	cli_result_release(&r);
+	cr_assert_eq(emu_request_count(&emu) - before, 4);
+	assert_states("emu-user/proj/a", "running");
+	assert_states("emu-user/proj/b", "running");
+	assert_states("emu-user/proj/c", "running");
 }
 
 Test(cli, the_next_command_delivers_what_is_queued_first)

@@ -58,13 +58,9 @@ static char *pending_joined(void)
 	char *out = calloc(1, 1024);
 
 	cr_assert_eq(wbs_spool_pending(spool, &ev, &n, NULL), 0);
-	for (size_t i = 0; i < n; i++) {
-		struct json_object *argv;
-
-		json_object_object_get_ex(ev[i].obj, "argv", &argv);
+	for (size_t i = 0; i < n; i++)
 		snprintf(out + strlen(out), 1024 - strlen(out), "%s%llu:%s", i ? "," : "",
-			 ev[i].seq, json_object_get_string(json_object_array_get_idx(argv, 0)));
-	}
+			 ev[i].seq, ev[i].argc > 0 ? ev[i].argv[0] : "?");
 	wbs_spool_events_free(ev, n);
 	return out;
 }
@@ -133,6 +129,71 @@ Test(spool, one_event_can_be_taken_out_of_turn)
 	cr_assert_eq(wbs_spool_append(spool, ev, &seq, NULL), 0);
 	cr_assert_eq(seq, 0);
 	json_object_put(ev);
+}
+
+/* A flush delivers each run's oldest change first, so not always in queue order. */
+Test(spool, events_delivered_out_of_turn_are_not_read_again)
+{
+	const unsigned long long later[] = { 4, 2 };
+	char path[128], *p;
+	struct stat st;
+
+	add("e/p/a", "create");
+	add("e/p/b", "create");
+	add("e/p/a", "start");
+	add("e/p/b", "start");
+	add("e/p/a", "finish");
+	/* 1 and 2 in a row (the mark moves), 4 further on (listed as gone) */
+	cr_assert_eq(wbs_spool_forget(spool, 1, later, 2, false, NULL), 0);
+	p = pending_joined();
+	cr_assert_str_eq(p, "3:start,5:finish");
+	free(p);
+	/* a second process sees the same: it is on disk */
+	wbs_spool_close(spool);
+	cr_assert_eq(wbs_spool_open(&cfg, &spool, NULL), 0);
+	cr_assert_eq(wbs_spool_lock(spool, 1000, NULL), 0);
+	p = pending_joined();
+	cr_assert_str_eq(p, "3:start,5:finish");
+	free(p);
+	/* nothing is emptied while something waits */
+	cr_assert_eq(wbs_spool_compact(spool, NULL), 0);
+	add("e/p/c", "start");
+	p = pending_joined();
+	cr_assert_str_eq(p, "3:start,5:finish,6:start");
+	free(p);
+
+	/* all delivered, the last out of turn: emptied, and numbers are never used twice */
+	cr_assert_eq(wbs_spool_forget(spool, 3, (const unsigned long long[]){ 6, 5 }, 2, true,
+				      NULL),
+		     0);
+	cr_assert_eq(wbs_spool_compact(spool, NULL), 0);
+	snprintf(path, sizeof(path), "%s/%u/queue", base, (unsigned)geteuid());
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_size, 0);
+	snprintf(path, sizeof(path), "%s/%u/gone", base, (unsigned)geteuid());
+	cr_assert_eq(stat(path, &st), -1, "'gone' should go with the queue's contents");
+	add("e/p/d", "start");
+	p = pending_joined();
+	cr_assert_str_eq(p, "7:start");
+	free(p);
+}
+
+Test(spool, a_damaged_line_of_the_delivered_list_is_skipped)
+{
+	char path[128], *p;
+	FILE *f;
+
+	add("e/p/a", "start");
+	add("e/p/b", "start");
+	add("e/p/c", "start");
+	snprintf(path, sizeof(path), "%s/%u/gone", base, (unsigned)geteuid());
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs("x7y\n\n2\n", f);
+	fclose(f);
+	p = pending_joined();
+	cr_assert_str_eq(p, "1:start,3:start");
+	free(p);
 }
 
 Test(spool, a_torn_last_line_is_ignored_and_overwritten)

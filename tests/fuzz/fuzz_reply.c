@@ -272,12 +272,13 @@ static void spool_queue(const uint8_t *data, size_t size)
 	FUZZ_CHECK(write(fd, data, size) == (ssize_t)size);
 	(void)close(fd);
 	(void)unlinkat(spool_dirfd, "done", 0);
+	(void)unlinkat(spool_dirfd, "gone", 0);
 
 	FUZZ_CHECK(wbs_spool_lock(spool, 0, &err) == 0);
 	r = wbs_spool_pending(spool, &events, &n, &err);
 	check_result(r, &err);
 	for (size_t i = 0; r == 0 && i < n; i++)
-		FUZZ_CHECK(events[i].obj != NULL);
+		FUZZ_CHECK(events[i].run && events[i].argv && !events[i].argv[events[i].argc]);
 	(void)wbs_spool_has_run(spool, "team/proj/run-1", 0);
 
 	/* The same change as the last one for its run is coalesced, others appended. */

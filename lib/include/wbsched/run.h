@@ -121,6 +121,13 @@ int wbs_run_heartbeat(struct wbs_client *client, const struct wbs_run_ref *ref,
 		      struct wbs_error *err);
 int wbs_run_finish(struct wbs_client *client, const struct wbs_run_ref *ref, int exit_code,
 		   struct wbs_run_info *ret_info, struct wbs_error *err);
+/*
+ * finish, for a run already read with wbs_run_read() (a flush reads many
+ * runs in one request): only the file_stream request, when still needed.
+ * @info is updated to the state the run ends in.
+ */
+int wbs_run_finish_read(struct wbs_client *client, struct wbs_run_info *info, int exit_code,
+			struct wbs_error *err);
 int wbs_run_fail(struct wbs_client *client, const struct wbs_run_ref *ref, const char *reason,
 		 int exit_code, struct wbs_run_info *ret_info, struct wbs_error *err);
 int wbs_run_requeue(struct wbs_client *client, const struct wbs_run_ref *ref, const char *reason,

@@ -17,6 +17,8 @@ struct wbs_error;
  * of their own, delivered with their own key):
  *   queue     one JSON object per line, appended with fsync
  *   done      the sequence number of the last delivered event (atomic rename)
+ *   gone      sequence numbers of events delivered out of turn, one a line
+ *             (appended; removed with the queue's contents once all is delivered)
  *   breaker-* the time until which calls to one W&B server skip the network
  *             (the circuit breaker; one file per base_url)
  *   lock      flock()ed by whoever reads or writes the three above
@@ -40,12 +42,21 @@ const char *wbs_spool_dir(const struct wbs_spool *spool);
 int wbs_spool_lock(struct wbs_spool *spool, long timeout_ms, struct wbs_error *err);
 void wbs_spool_unlock(struct wbs_spool *spool);
 
-/* One queued event, as read back. */
+/*
+ * One queued event, as read back: its fields, not the JSON record (a flush
+ * of a big backlog holds every event at once).  The strings are owned by
+ * the array.
+ */
 struct wbs_spool_event {
 	unsigned long long seq;
-	long long at_ms;	 /* when it was queued (epoch ms) */
-	const char *run;	 /* "entity/project/id" ("-" for an unknown entity) */
-	struct json_object *obj; /* the whole record; owned by the array */
+	long long at_ms;      /* when it was queued (epoch ms) */
+	const char *run;      /* "entity/project/id" ("-" for an unknown entity); "" if none */
+	const char *entity;   /* what it was made with; NULL when unknown */
+	const char *project;  /* NULL when not recorded */
+	const char *base_url; /* the W&B server it is for; NULL when not recorded */
+	char **argv;	      /* the command line, NULL-terminated */
+	int argc;
+	void *mem;	      /* holds all of the above */
 };
 
 /*
@@ -79,6 +90,15 @@ bool wbs_spool_has_run(struct wbs_spool *spool, const char *run, unsigned long l
  * back.  Durable, like wbs_spool_mark_done().
  */
 int wbs_spool_remove(struct wbs_spool *spool, unsigned long long seq, struct wbs_error *err);
+
+/*
+ * Records what a flush delivered (lock held): every event up to @done_seq
+ * (0: none), and the @n events @seqs further on, delivered out of turn
+ * (appended to "gone").  @durable also fsync()s.  The queue file is emptied
+ * by wbs_spool_compact() once nothing in it waits.
+ */
+int wbs_spool_forget(struct wbs_spool *spool, unsigned long long done_seq,
+		     const unsigned long long *seqs, size_t n, bool durable, struct wbs_error *err);
 
 /*
  * Records that every event up to @seq is delivered (lock held); @durable
