@@ -412,27 +412,41 @@ static int event_from(struct json_object *o, unsigned long long seq, struct wbs_
 static int load_queue(struct wbs_spool *s, struct queue *q, struct wbs_error *err)
 {
 	unsigned long long done = read_done(s);
-	_cleanup_free_ char *text = NULL;
+	_cleanup_free_ char *line = NULL;
 	_cleanup_free_ unsigned long long *gone = NULL;
-	size_t len, cap = 0, n_gone = 0;
-	char *line, *nl;
-	int r;
+	size_t cap = 0, line_cap = 0, n_gone = 0, max = (size_t)s->max_bytes + 65536;
+	_cleanup_fclose_ FILE *f = NULL;
+	struct stat st;
+	ssize_t len;
+	int r, fd;
 
 	*q = (struct queue){ 0 };
+	q->last_seq = done;
 	r = read_gone(s, &gone, &n_gone, err);
 	if (r < 0)
 		return r;
-	r = read_file(s, "queue", (size_t)s->max_bytes + 65536, &text, &len, err);
-	if (r < 0)
+	/* read a line at a time: a big backlog is held once, as events */
+	fd = openat(s->dirfd, "queue", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT)
+		return 0;
+	if (fd < 0 || fstat(fd, &st) < 0 || !(f = fdopen(fd, "r"))) {
+		r = errno_set(err, "cannot read spool file", "queue");
+		if (fd >= 0)
+			(void)close(fd);
 		return r;
-	q->file_len = len;
-	q->last_seq = done;
-	for (line = text; (nl = strchr(line, '\n')); line = nl + 1) {
+	}
+	if ((size_t)st.st_size > max)
+		return wbs_error_set(err, -EFBIG, "spool file '%s/queue' is larger than %zu bytes",
+				     s->dir, max);
+	while ((len = getline(&line, &line_cap, f)) > 0) {
 		struct json_object *o, *v;
 		unsigned long long seq;
 
-		*nl = '\0';
-		q->good_len = (size_t)(nl + 1 - text);
+		q->file_len += (size_t)len;
+		if (line[len - 1] != '\n')
+			break; /* a torn last line: the next append overwrites it */
+		line[len - 1] = '\0';
+		q->good_len = q->file_len;
 		o = json_tokener_parse(line);
 		/* seq is a positive number below INT64_MAX (json-c clamps larger ones to it) */
 		if (!o || !json_object_object_get_ex(o, "seq", &v) ||

@@ -23,6 +23,28 @@
 
 #pragma weak LLVMFuzzerInitialize
 
+/* How many file descriptors the process has open. */
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	(void)closedir(d);
+	return n - 1; /* the directory's own */
+}
+
+/*
+ * The file descriptors open after the first input (which may open what a
+ * harness keeps for good): a later input that leaves one more open leaks,
+ * and a fuzzer running thousands of them would run out.
+ */
+static int fds_kept = -1;
+
 /* Reads @path into a buffer of exactly its size, so ASan sees any overread. */
 static int replay_file(const char *path)
 {
@@ -53,6 +75,13 @@ static int replay_file(const char *path)
 	fprintf(stderr, "replay: %s (%zu bytes)\n", path, len);
 	(void)LLVMFuzzerTestOneInput(buf, len);
 	free(buf);
+	if (fds_kept < 0) {
+		fds_kept = open_fds();
+	} else if (open_fds() > fds_kept) {
+		fprintf(stderr, "replay: '%s' leaked %d file descriptor%s\n", path,
+			open_fds() - fds_kept, open_fds() - fds_kept == 1 ? "" : "s");
+		return -1;
+	}
 	return 0;
 }
 
