@@ -343,15 +343,16 @@ def fig_replay(R, emu, w, tmp, n, cap_s):
         out, err = p.communicate()
         dt = cap_s
         timed_out = True
-    nreq = len([r for r in emu.requests(seq) if r["path"] == "/graphql"]) \
-        if n <= 15000 else -1
+    reqs = emu.requests(seq) if n <= 15000 else []
+    nreq = len([r for r in reqs if r["path"] == "/graphql"])
+    nfs = len([r for r in reqs if r["path"].endswith("/file_stream")])
     goal = 5.0 * n / 10000
     m = re.search(r"delivered (\d+)", out or "")
     done = m.group(1) if m else "?"
     R.add("`wbsched flush` of a %d-event spool" % n,
           "<= %.1f s" % goal + ("" if n == 10000 else " (5 s per 10k)"),
           ("> %d s (stopped)" % cap_s if timed_out else "%.2f s" % dt) +
-          " (%s delivered, %d requests)" % (done, nreq), (not timed_out) and dt <= goal)
+          " (%s delivered; %d GraphQL + %d file_stream requests)" % (done, nreq, nfs), (not timed_out) and dt <= goal)
     if p.returncode not in (0, None) and not timed_out:
         raise RuntimeError("flush failed: %s" % err)
     return rusage_of(p)
