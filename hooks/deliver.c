@@ -12,19 +12,28 @@
  * W&B's state (a run that already ended is left alone, a pending run stays
  * pending), so a change delivered twice after a crash has the effect of one.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
 #include "wbsched/clock.h"
 #include "wbsched/cleanup.h"
 #include "wbsched/client.h"
+#include "wbsched/creds.h"
 #include "wbsched/error.h"
 #include "wbsched/log.h"
 #include "wbsched/run.h"
@@ -648,24 +657,235 @@ static void print_status(struct wbs_spool *spool)
 	wbs_spool_events_free(events, n);
 }
 
+/*
+ * Delivers (or, with @status, shows) the caller's own queue.  @who (NULL: a
+ * plain flush) names the user when root goes through everyone's queues: an
+ * empty queue then says nothing, and a user without a key of their own is
+ * told about, not failed.
+ */
+static int flush_own(struct hook_ctx *ctx, bool status, const char *who)
+{
+	struct wbs_spool *spool = NULL;
+	struct wbs_client *client;
+	struct wbs_error err = { 0 };
+	size_t left = 0, done = 0, n = 0, total = 0, more = 0;
+	struct wbs_spool_event *events = NULL;
+	const char *prefix = who ? who : "", *colon = who ? ": " : "";
+	int ret;
+
+	if (wbs_spool_open(&ctx->cfg, &spool, &err) < 0 ||
+	    wbs_spool_lock(spool, status ? ctx->cfg.budget_ms : 60000, &err) < 0) {
+		wbs_err("%s", err.msg);
+		wbs_spool_close(spool);
+		return HOOK_EXIT_FAILED;
+	}
+	(void)wbs_spool_merge_incoming(spool, NULL, NULL);
+	if (wbs_spool_pending(spool, &events, &n, &err) < 0) {
+		wbs_err("%s", err.msg);
+		wbs_spool_close(spool);
+		return HOOK_EXIT_FAILED;
+	}
+	wbs_spool_events_free(events, n);
+	if (status) {
+		if (!who || n > 0)
+			print_status(spool);
+		wbs_spool_close(spool);
+		return HOOK_EXIT_OK;
+	}
+	if (n == 0) {
+		/* Nothing queued: nothing to say to W&B, no key needed (the timer runs this). */
+		if (!ctx->quiet && !who)
+			printf("delivered 0 changes, 0 queued\n");
+		wbs_spool_close(spool);
+		return HOOK_EXIT_OK;
+	}
+	if (who && geteuid() != 0) {
+		char *key = NULL;
+		int r = wbs_creds_load(&ctx->cfg, &key, &err);
+
+		wbs_creds_free_key(key);
+		if (r == -ENOENT) {
+			/* e.g. a key only in the environment of their jobs: not root's to find */
+			if (!ctx->quiet)
+				printf("%s: no W&B API key of theirs; %zu change%s wait for their next wbsched\n",
+				       who, n, n == 1 ? "" : "s");
+			wbs_spool_close(spool);
+			return HOOK_EXIT_OK;
+		}
+	}
+	ret = hook_client(ctx, &client);
+	if (ret != 0) {
+		wbs_spool_close(spool);
+		return ret;
+	}
+	/*
+	 * An explicit flush tries now, whatever the breaker says, and goes on
+	 * while others keep changes in the inbox meanwhile.
+	 */
+	do {
+		more = 0;
+		ret = flush_locked(ctx, spool, -1, 0, &left, &done);
+		total += done;
+	} while (ret == 0 && wbs_spool_merge_incoming(spool, &more, NULL) == 0 && more > 0);
+	if (ret == HOOK_EXIT_UNAVAILABLE || ret == HOOK_EXIT_NOPERM)
+		wbs_err("%s; %zu change%s still queued", ctx->replay_err.msg, left,
+			left == 1 ? "" : "s");
+	else if (!ctx->quiet)
+		printf("%s%sdelivered %zu change%s, %zu queued\n", prefix, colon, total,
+		       total == 1 ? "" : "s", left);
+	wbs_spool_close(spool);
+	return ret;
+}
+
+/* Becomes @pw for good: its groups, its gid, its uid, its home; root's key left behind. */
+static int become(struct hook_ctx *ctx, const struct passwd *pw)
+{
+	if (pw->pw_uid != 0 &&
+	    (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+	     setuid(pw->pw_uid) < 0 || setuid(0) == 0))
+		return -1;
+	if (pw->pw_uid != 0) {
+		/* the user's own key: their ~/.netrc, read as them */
+		ctx->cfg.api_key_file = NULL;
+		if (unsetenv("WANDB_API_KEY") < 0 || unsetenv("NETRC") < 0 ||
+		    setenv("HOME", pw->pw_dir, 1) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int cmp_uid(const void *a, const void *b)
+{
+	uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The uids that have a queue under spool_dir: directories named by, and owned by, a uid. */
+static int queue_owners(const char *base, uid_t **ret, size_t *ret_n)
+{
+	DIR *d = opendir(base);
+	struct dirent *e;
+	uid_t *uids = NULL;
+	size_t n = 0, cap = 0;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d))) {
+		struct stat st;
+		char *end;
+		unsigned long uid;
+
+		if (!isdigit((unsigned char)e->d_name[0]))
+			continue;
+		errno = 0;
+		uid = strtoul(e->d_name, &end, 10);
+		if (errno || *end || uid > UINT32_MAX - 1 ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode) || st.st_uid != (uid_t)uid)
+			continue;
+		if (n == cap) {
+			uid_t *bigger = realloc(uids, (cap = cap ? cap * 2 : 16) * sizeof(*uids));
+
+			if (!bigger) {
+				free(uids);
+				(void)closedir(d);
+				return -ENOMEM;
+			}
+			uids = bigger;
+		}
+		uids[n++] = (uid_t)uid;
+	}
+	(void)closedir(d);
+	if (n > 1)
+		qsort(uids, n, sizeof(*uids), cmp_uid);
+	*ret = uids;
+	*ret_n = n;
+	return 0;
+}
+
+/*
+ * Root goes through every user's queue, each in a child that has become the
+ * user and reads the user's own key, as the plugin does on the nodes: a
+ * user's changes are delivered even if they never run wbsched on this node
+ * again.  Stops at the first W&B outage (the rest wait for the next flush).
+ */
+static int flush_all_users(struct hook_ctx *ctx, bool status)
+{
+	const char *base = wbs_config_spool_dir(&ctx->cfg);
+	uid_t *uids = NULL;
+	size_t n = 0;
+	int r, ret = HOOK_EXIT_OK;
+
+	if (geteuid() != 0)
+		return hook_usage_error("flush",
+					"--all-users needs root: each queue is delivered as its user");
+	r = queue_owners(base, &uids, &n);
+	if (r < 0) {
+		wbs_err("cannot list spool '%s': %s", base, strerror(-r));
+		return HOOK_EXIT_FAILED;
+	}
+	(void)fflush(NULL);
+	for (size_t i = 0; i < n && ret != HOOK_EXIT_UNAVAILABLE; i++) {
+		struct passwd *pw = getpwuid(uids[i]);
+		int wstatus = 0, code;
+		pid_t pid;
+
+		if (!pw) {
+			wbs_warning("spool '%s/%u': no such user; left as it is", base,
+				    (unsigned)uids[i]);
+			continue;
+		}
+		pid = fork();
+		if (pid < 0) {
+			wbs_err("cannot fork: %s", strerror(errno));
+			ret = HOOK_EXIT_FAILED;
+			break;
+		}
+		if (pid == 0) {
+			char who[64];
+
+			(void)snprintf(who, sizeof(who), "%s: ", pw->pw_name);
+			wbs_log_set_prefix(who);
+			if (become(ctx, pw) < 0) {
+				wbs_err("cannot become the user: %s", strerror(errno));
+				_exit(HOOK_EXIT_FAILED);
+			}
+			code = flush_own(ctx, status, pw->pw_name);
+			(void)fflush(NULL);
+			_exit(code);
+		}
+		while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+			;
+		code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : HOOK_EXIT_FAILED;
+		if (code != HOOK_EXIT_OK && ret != HOOK_EXIT_FAILED)
+			ret = code;
+	}
+	if (ret == HOOK_EXIT_UNAVAILABLE && !ctx->quiet)
+		wbs_warning("W&B unavailable: the other users' queues wait for the next flush");
+	free(uids);
+	return ret;
+}
+
 int cmd_flush(struct hook_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "status", no_argument, NULL, 's' },
+		{ "all-users", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct wbs_spool *spool = NULL;
-	struct wbs_client *client;
-	struct wbs_error err = { 0 };
-	bool status = false;
-	size_t left = 0, done = 0;
-	int opt, ret;
+	bool status = false, all = false;
+	int opt;
 
 	optind = 0;
 	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		if (opt == 's') {
 			status = true;
+		} else if (opt == 'a') {
+			all = true;
 		} else if (opt == 'h') {
 			hook_print_usage("flush");
 			return HOOK_EXIT_OK;
@@ -675,55 +895,5 @@ int cmd_flush(struct hook_ctx *ctx, int argc, char **argv)
 	}
 	if (optind < argc)
 		return hook_usage_error("flush", "unexpected argument '%s'", argv[optind]);
-	if (wbs_spool_open(&ctx->cfg, &spool, &err) < 0 ||
-	    wbs_spool_lock(spool, status ? ctx->cfg.budget_ms : 60000, &err) < 0) {
-		wbs_err("%s", err.msg);
-		wbs_spool_close(spool);
-		return HOOK_EXIT_FAILED;
-	}
-	if (status) {
-		print_status(spool);
-		wbs_spool_close(spool);
-		return HOOK_EXIT_OK;
-	}
-	{
-		/* Nothing queued: nothing to say to W&B, no key needed (the timer runs this). */
-		struct wbs_spool_event *events = NULL;
-		size_t n = 0;
-
-		if (wbs_spool_pending(spool, &events, &n, NULL) == 0 && n == 0) {
-			if (!ctx->quiet)
-				printf("delivered 0 changes, 0 queued\n");
-			wbs_spool_close(spool);
-			return HOOK_EXIT_OK;
-		}
-		wbs_spool_events_free(events, n);
-	}
-	ret = hook_client(ctx, &client);
-	if (ret == 0) {
-		/*
-		 * An explicit flush tries now, whatever the breaker says, and goes
-		 * on while others keep changes in the inbox meanwhile.
-		 */
-		size_t total = 0, more = 0;
-
-		do {
-			more = 0;
-			ret = flush_locked(ctx, spool, -1, 0, &left, &done);
-			total += done;
-		} while (ret == 0 && wbs_spool_merge_incoming(spool, &more, NULL) == 0 &&
-			 more > 0);
-		done = total;
-		if (ret == HOOK_EXIT_UNAVAILABLE)
-			wbs_err("%s; %zu change%s still queued", ctx->replay_err.msg, left,
-				left == 1 ? "" : "s");
-		else if (ret == HOOK_EXIT_NOPERM)
-			wbs_err("%s; %zu change%s still queued", ctx->replay_err.msg, left,
-				left == 1 ? "" : "s");
-		else if (!ctx->quiet)
-			printf("delivered %zu change%s, %zu queued\n", done, done == 1 ? "" : "s",
-			       left);
-	}
-	wbs_spool_close(spool);
-	return ret;
+	return all ? flush_all_users(ctx, status) : flush_own(ctx, status, NULL);
 }

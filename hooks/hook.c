@@ -41,7 +41,7 @@ static const struct hook_cmd commands[] = {
 	  "end a run: finished on 0, failed (or preempted) otherwise" },
 	{ "wait", cmd_wait, "RUN... [--timeout SECONDS] [--interval SECONDS]",
 	  "wait until runs end" },
-	{ "flush", cmd_flush, "[--status]",
+	{ "flush", cmd_flush, "[--status] [--all-users]",
 	  "deliver the changes kept in the spool, or show them" },
 	{ "watchdog", cmd_watchdog,
 	  "[--grace SECONDS] [--run RUN] [--cloud gce,aws,azure] [--heartbeat SECONDS]\n"

@@ -10,6 +10,7 @@ static void stderr_sink(void *userdata, int level, const char *msg);
 static wbs_log_fn sink = stderr_sink;
 static void *sink_data;
 static int max_level = WBS_LOG_INFO;
+static char prefix[64];
 
 static const struct {
 	const char *name;
@@ -30,6 +31,11 @@ void wbs_log_set_sink(wbs_log_fn fn, void *userdata)
 {
 	sink = fn ? fn : stderr_sink;
 	sink_data = fn ? userdata : NULL;
+}
+
+void wbs_log_set_prefix(const char *p)
+{
+	(void)snprintf(prefix, sizeof(prefix), "%s", p ? p : "");
 }
 
 void wbs_log_set_level(int level)
@@ -64,12 +70,14 @@ const char *wbs_log_level_to_string(int level)
 void wbs_log(int level, const char *fmt, ...)
 {
 	char buf[1024];
+	size_t used;
 	va_list ap;
 
 	if (level > max_level)
 		return;
+	used = (size_t)snprintf(buf, sizeof(buf), "%s", prefix);
 	va_start(ap, fmt);
-	(void)vsnprintf(buf, sizeof(buf), fmt, ap);
+	(void)vsnprintf(buf + used, sizeof(buf) - used, fmt, ap);
 	va_end(ap);
 	sink(sink_data, level, buf);
 }

@@ -21,6 +21,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -893,6 +894,63 @@ Test(slurm, a_users_key_in_their_netrc_is_enough_without_a_site_key_file)
 	out = job_output(&cluster, id);
 	cr_assert_str_eq(out, TEST_USER "\n");
 	free(out);
+}
+
+/*
+ * No site key, and W&B down for the whole job: the submit's create and the
+ * node's start and finish wait in the user's own queue.  The user never runs
+ * wbsched again; root's flush timer (`flush --all-users`) delivers them as
+ * the user, with the user's key: root's own key here is a wrong one.
+ */
+Test(slurm, a_users_queue_is_delivered_by_roots_flush_as_that_user)
+{
+	char args[128];
+	struct cli_result r;
+	unsigned id;
+
+	snprintf(args, sizeof(args), "budget_ms=%d", BUDGET_MS);
+	up(&(struct slurm_opts){ .test_user = true, .no_key_file = true, .plugin_args = args });
+	write_user_netrc();
+	emu_fault(&emu, "{\"blackhole\":true,\"times\":-1}");
+	id = slurm_sbatch_ex(&cluster, &(struct submit){ .user = TEST_USER, .no_key = true },
+			     "--wandb-run-id=uq --wrap true");
+	assert_job_ends(id, "COMPLETED", 60);
+	assert_runs(""); /* nothing got through */
+	emu_clear_faults(&emu);
+
+	/* as the timer runs it: root, whose key W&B refuses */
+	cli_run(&emu,
+		(const char *const[]){ cluster.spool_env, "WANDB_API_KEY=not-the-emulators-key",
+				       NULL },
+		(const char *const[]){ "flush", "--all-users", NULL }, &r);
+	cr_assert_eq(r.status, 0, "flush --all-users exited %d: %s", r.status, r.err);
+	cr_assert_not_null(strstr(r.out, TEST_USER ": delivered 3 changes, 0 queued"), "%s",
+			   r.out);
+	cli_result_release(&r);
+	assert_run_history(&emu, RUN_PATH("uq"), "pending,running,finished", 30);
+
+	/* not for users: their own queue only */
+	{
+		struct passwd *pw = getpwnam(TEST_USER);
+		pid_t pid;
+		int status;
+
+		cr_assert_not_null(pw);
+		pid = fork();
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			int null = open("/dev/null", O_WRONLY);
+
+			dup2(null, STDERR_FILENO);
+			if (setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+				_exit(99);
+			execl(slurm_test_wbsched(), "wbsched", "flush", "--all-users", (char *)NULL);
+			_exit(98);
+		}
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 64, "exit %d",
+			  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	}
 }
 
 /*

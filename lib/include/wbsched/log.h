@@ -16,6 +16,9 @@ typedef void (*wbs_log_fn)(void *userdata, int level, const char *msg);
 /* Installs the process-wide sink; NULL restores the default stderr sink. */
 void wbs_log_set_sink(wbs_log_fn fn, void *userdata);
 
+/* Starts every message with @prefix (at most 63 bytes; NULL or "": none). */
+void wbs_log_set_prefix(const char *prefix);
+
 /* Messages above @level are dropped before they are formatted. */
 void wbs_log_set_level(int level);
 int wbs_log_get_level(void);
