@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <pwd.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,49 +57,32 @@ enum opt_val {
 	OPT_AFTER,
 };
 
+/* Where the value of each --wandb-* option that takes one goes. */
+static const size_t opt_slots[] = {
+	[OPT_PROJECT] = offsetof(struct plugin_opts, project),
+	[OPT_ENTITY] = offsetof(struct plugin_opts, entity),
+	[OPT_NAME] = offsetof(struct plugin_opts, name),
+	[OPT_GROUP] = offsetof(struct plugin_opts, group),
+	[OPT_TAGS] = offsetof(struct plugin_opts, tags),
+	[OPT_NOTES] = offsetof(struct plugin_opts, notes),
+	[OPT_JOB_TYPE] = offsetof(struct plugin_opts, job_type),
+	[OPT_RUN_ID] = offsetof(struct plugin_opts, run_id),
+	[OPT_AFTER] = offsetof(struct plugin_opts, after),
+};
+
 /* Idempotent: Slurm may call it in several processes and more than once. */
 static int opt_cb(int val, const char *optarg, int remote)
 {
-	char **slot = NULL;
+	char **slot;
 
 	(void)remote;
-	switch (val) {
-	case OPT_WANDB:
-		opts.wandb = 1;
+	if (val == OPT_WANDB || val == OPT_NO_WANDB) {
+		opts.wandb = val == OPT_WANDB;
 		return 0;
-	case OPT_NO_WANDB:
-		opts.wandb = 0;
-		return 0;
-	case OPT_PROJECT:
-		slot = &opts.project;
-		break;
-	case OPT_ENTITY:
-		slot = &opts.entity;
-		break;
-	case OPT_NAME:
-		slot = &opts.name;
-		break;
-	case OPT_GROUP:
-		slot = &opts.group;
-		break;
-	case OPT_TAGS:
-		slot = &opts.tags;
-		break;
-	case OPT_NOTES:
-		slot = &opts.notes;
-		break;
-	case OPT_JOB_TYPE:
-		slot = &opts.job_type;
-		break;
-	case OPT_RUN_ID:
-		slot = &opts.run_id;
-		break;
-	case OPT_AFTER:
-		slot = &opts.after;
-		break;
-	default:
-		return -1;
 	}
+	if (val < OPT_PROJECT || val > OPT_AFTER)
+		return -1;
+	slot = (char **)((char *)&opts + opt_slots[val]);
 	free(*slot);
 	*slot = optarg ? strdup(optarg) : NULL;
 	return 0;
