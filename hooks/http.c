@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 
 #include "wbsched/error.h"
+#include "wbsched/transport.h"
 
 #include "http.h"
 
@@ -116,34 +117,6 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
-static int curl_code_to_errno(CURLcode rc)
-{
-	switch (rc) {
-	case CURLE_COULDNT_CONNECT:
-		return -ECONNREFUSED;
-	case CURLE_COULDNT_RESOLVE_HOST:
-		return -EHOSTUNREACH;
-	case CURLE_OPERATION_TIMEDOUT:
-		return -ETIMEDOUT;
-	case CURLE_SEND_ERROR:
-	case CURLE_RECV_ERROR:
-	case CURLE_GOT_NOTHING:
-	case CURLE_PARTIAL_FILE:
-		return -ECONNRESET;
-	case CURLE_OUT_OF_MEMORY:
-		return -ENOMEM;
-	case CURLE_UNSUPPORTED_PROTOCOL:
-	case CURLE_URL_MALFORMAT:
-		return -EINVAL;
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CONNECT_ERROR:
-		return -EACCES;
-	default:
-		return -EPROTO;
-	}
-}
-
 int wd_http_do(const struct wd_http_req *req, struct wd_http_resp *ret, struct wbs_error *err)
 {
 	struct sink s = { .req = req, .streaming = -1 };
@@ -199,7 +172,7 @@ int wd_http_do(const struct wd_http_req *req, struct wd_http_resp *ret, struct w
 		goto out;
 	}
 	if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && s.stopped)) {
-		r = wbs_error_set(err, curl_code_to_errno(rc), "%s '%s' failed: %s",
+		r = wbs_error_set(err, wbs_curl_errno(rc), "%s '%s' failed: %s",
 				  req->method ? req->method : "GET", req->url,
 				  errbuf[0] ? errbuf : curl_easy_strerror(rc));
 		goto out;
@@ -228,27 +201,4 @@ void wd_http_resp_release(struct wd_http_resp *resp)
 		return;
 	free(resp->body);
 	*resp = (struct wd_http_resp){ 0 };
-}
-
-char *wd_http_escape(const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	char *out = malloc(strlen(s) * 3 + 1), *o = out;
-
-	if (!out)
-		return NULL;
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		    (ch >= '0' && ch <= '9') || strchr("-._~", ch)) {
-			*o++ = (char)ch;
-		} else {
-			*o++ = '%';
-			*o++ = hex[ch >> 4];
-			*o++ = hex[ch & 15];
-		}
-	}
-	*o = '\0';
-	return out;
 }

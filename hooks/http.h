@@ -46,7 +46,4 @@ struct wd_http_resp {
 int wd_http_do(const struct wd_http_req *req, struct wd_http_resp *ret, struct wbs_error *err);
 void wd_http_resp_release(struct wd_http_resp *resp);
 
-/* Percent-encodes @s for a URL query or path (RFC 3986 unreserved stay); caller frees. */
-char *wd_http_escape(const char *s);
-
 #endif /* WBS_HOOK_HTTP_H */

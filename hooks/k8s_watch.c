@@ -14,6 +14,7 @@
 
 #include "wbsched/clock.h"
 #include "wbsched/cleanup.h"
+#include "wbsched/client.h"
 #include "wbsched/error.h"
 #include "wbsched/graphql.h"
 #include "wbsched/log.h"
@@ -201,7 +202,7 @@ static void resolve_deletion(const struct k8s_env *env, struct json_object *pod,
 		if (status < 0 && status != K8S_JOB_GONE)
 			wbs_debug("kubernetes: %s", err.msg);
 	}
-	uid_q = uid ? wd_http_escape(uid) : NULL;
+	uid_q = uid ? wbs_url_escape(uid) : NULL;
 	/* Kueue serves v1beta2 on new installs, v1beta1 on older ones; absent: 404. */
 	for (int v = 2; uid_q && v >= 1 && !workloads; v--) {
 		int r;

@@ -269,8 +269,7 @@ int wbs_client_graphql(struct wbs_client *client, const char *operation_name, co
 	return post_with_retries(client, client->graphql_url, body, graphql_reply, ret_data, err);
 }
 
-/* Percent-encodes a path segment (only RFC 3986 unreserved characters stay). */
-static char *escape_segment(const char *s)
+char *wbs_url_escape(const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	char *out = malloc(strlen(s) * 3 + 1), *o = out;
@@ -309,8 +308,8 @@ static int file_stream_reply(const struct wbs_http_response *resp, void *userdat
 int wbs_client_file_stream(struct wbs_client *client, const char *entity, const char *project,
 			   const char *run_id, struct json_object *body, struct wbs_error *err)
 {
-	_cleanup_free_ char *e = escape_segment(entity), *p = escape_segment(project),
-			    *n = escape_segment(run_id), *url = NULL;
+	_cleanup_free_ char *e = wbs_url_escape(entity), *p = wbs_url_escape(project),
+			    *n = wbs_url_escape(run_id), *url = NULL;
 	const char *text;
 	int r;
 

@@ -83,9 +83,9 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
-static int curl_code_to_errno(CURLcode rc)
+int wbs_curl_errno(int rc)
 {
-	switch (rc) {
+	switch ((CURLcode)rc) {
 	case CURLE_COULDNT_CONNECT:
 		return -ECONNREFUSED;
 	case CURLE_COULDNT_RESOLVE_HOST:
@@ -96,6 +96,7 @@ static int curl_code_to_errno(CURLcode rc)
 	case CURLE_SEND_ERROR:
 	case CURLE_RECV_ERROR:
 	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
 		return -ECONNRESET;
 	case CURLE_OUT_OF_MEMORY:
 		return -ENOMEM;
@@ -156,7 +157,7 @@ static int curl_post(void *vctx, const struct wbs_http_request *req,
 		goto out;
 	}
 	if (rc != CURLE_OK) {
-		ret = wbs_error_set(err, curl_code_to_errno(rc), "POST '%s' failed: %s", req->url,
+		ret = wbs_error_set(err, wbs_curl_errno(rc), "POST '%s' failed: %s", req->url,
 				    cc->errbuf[0] ? cc->errbuf : curl_easy_strerror(rc));
 		goto out;
 	}

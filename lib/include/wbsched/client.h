@@ -57,4 +57,10 @@ unsigned long wbs_client_attempts(const struct wbs_client *client);
 
 const struct wbs_config *wbs_client_config(const struct wbs_client *client);
 
+/*
+ * Percent-encodes @s for one URL path segment or query value: only RFC 3986
+ * unreserved characters stay.  Caller frees; NULL when out of memory.
+ */
+char *wbs_url_escape(const char *s);
+
 #endif /* WBS_CLIENT_H */

@@ -47,6 +47,13 @@ struct wbs_transport {
 int wbs_transport_curl_init(struct wbs_transport *ret, const struct wbs_config *cfg,
 			    struct wbs_error *err);
 
+/*
+ * The negative code for a libcurl result (a CURLcode), as the transport maps
+ * it; -EPROTO for anything it does not name.  For the other libcurl user,
+ * the watchdog's client of the Kubernetes API and cloud metadata.
+ */
+int wbs_curl_errno(int curl_code);
+
 /* Frees the transport's context and zeroes @t; harmless on a zeroed struct. */
 void wbs_transport_release(struct wbs_transport *t);
 
