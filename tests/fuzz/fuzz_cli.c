@@ -30,7 +30,8 @@
  *   - openlog()/syslog() are dropped (--syslog).
  *   - The spool is a private temporary directory, emptied before each input;
  *     inputs that set spool_dir are skipped, as are those naming the watchdog
- *     command (it forks the command it is given).
+ *     command (it forks the command it is given) or `flush --all-users` (it
+ *     forks a child per queue and, as root, becomes other users).
  *   - WANDB_API_KEY is a dummy; WBSCHED_CONFIG an empty file, so that
  *     /etc/wbsched/wbsched.yaml is never read.
  */
@@ -346,9 +347,15 @@ static void queue_changes(void)
 /* Inputs the harness does not run: see the top of the file. */
 static bool is_unsafe(char **argv, int argc)
 {
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
+		size_t len = strlen(argv[i]);
+
 		if (strcmp(argv[i], "watchdog") == 0 || strstr(argv[i], "spool_dir"))
 			return true;
+		/* getopt takes any unambiguous abbreviation: --a, --al, ... */
+		if (len >= 3 && strncmp(argv[i], "--all-users", len) == 0)
+			return true;
+	}
 	return false;
 }
 
