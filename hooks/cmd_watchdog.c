@@ -394,6 +394,7 @@ static void op_child(struct wd *wd, enum op_kind kind, long budget_ms, int fd)
 	int r, n;
 
 	wd->ctx->cfg.budget_ms = budget_ms; /* this process's copy */
+	wd->ctx->start_ms = wbs_now_ms();   /* its command begins now, not the watchdog */
 	wbs_client_begin(wd->client);
 	switch (kind) {
 	case OP_START:

@@ -41,6 +41,13 @@
 
 #include "hook.h"
 
+/*
+ * Of a command's budget, what its clock does not see: the exec and the
+ * loading of libcurl's ~35 libraries before main(), the spool's bookkeeping
+ * after the request and the exit (about 5-15 ms together).
+ */
+#define EXIT_RESERVE_MS 20
+
 /* How long a command waits for the spool's lock before using the inbox. */
 #define LOCK_WAIT_MS 250
 
@@ -532,7 +539,7 @@ int hook_deliver(struct hook_ctx *ctx, const char *run_key, int argc, char **arg
 	struct wbs_error err = { 0 };
 	unsigned long long seq = 0;
 	size_t left = 0, done = 0;
-	long cooldown = 0, t0 = wbs_now_ms();
+	long cooldown = 0, t0 = ctx->start_ms ? ctx->start_ms : wbs_now_ms(), left_ms;
 	int ret, r;
 
 	*ret_queued = false;
@@ -602,10 +609,13 @@ no_spool:
 				  "earlier changes to this run are still waiting");
 		goto out;
 	}
-	/* The whole command keeps to the budget: the spool's work counts too. */
-	wbs_client_begin_ms(client, ctx->cfg.budget_ms - (wbs_now_ms() - t0) > 1
-					    ? ctx->cfg.budget_ms - (wbs_now_ms() - t0)
-					    : 1);
+	/*
+	 * The whole command keeps to the budget: its start and the spool's work
+	 * count too, and EXIT_RESERVE_MS of it is kept for what the clock does
+	 * not see.
+	 */
+	left_ms = ctx->cfg.budget_ms - (wbs_now_ms() - t0) - EXIT_RESERVE_MS;
+	wbs_client_begin_ms(client, left_ms > 1 ? left_ms : 1);
 	r = send(ctx, client, data, &err);
 	if (r == 0 || !wbs_error_is_unavailable(r)) {
 		/* delivered, or refused for good: either way it leaves the queue */

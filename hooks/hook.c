@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "wbsched/client.h"
+#include "wbsched/clock.h"
 #include "wbsched/config.h"
 #include "wbsched/creds.h"
 #include "wbsched/error.h"
@@ -264,6 +265,7 @@ int hook_main(int argc, char **argv)
 	char **sets = calloc((size_t)argc + 1, sizeof(*sets));
 	int n_sets = 0, verbosity = 0, opt, ret;
 
+	ctx.start_ms = wbs_now_ms();
 	if (!sets)
 		return HOOK_EXIT_FAILED;
 	wbs_config_init(&ctx.cfg);

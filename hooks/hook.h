@@ -34,6 +34,7 @@ struct hook_ctx {
 	bool no_output;		   /* print nothing on stdout (the watchdog's is CMD's) */
 	bool config_failed;	   /* watchdog: the settings are bad, run CMD without W&B */
 	struct wbs_error replay_err; /* why a replayed change failed */
+	long start_ms;		     /* wbs_now_ms() when the command began */
 };
 
 struct hook_cmd {
