@@ -236,7 +236,7 @@ def fig_breaker(R, emu, w, tmp, reps):
     emu.ctl("DELETE", "/faults")
     budget = 2.0
     R.add("first `wbsched start`, W&B blackholed", "<= 2 s (budget)", "%.3f s" % first,
-          first <= budget + 0.05)
+          first <= budget)
     R.add("following `wbsched start`s in the outage (breaker)", "<= 50 ms",
           "%.1f ms (median of %d)" % (med(rest) * 1e3, reps), med(rest) <= 0.050)
 
@@ -264,6 +264,19 @@ def cycles_of(reqs, gap=0.1):
     return out
 
 
+def read_cycles(reqs, first):
+    """Requests per poll cycle of `wait`: a cycle starts with the request
+    that reads the first awaited run (by its variables, not by timing, which
+    a slow poll blurs)."""
+    out = []
+    for r in reqs:
+        names = (r.get("variables") or {}).values()
+        if first in names or not out:
+            out.append(0)
+        out[-1] += 1
+    return out
+
+
 def fig_wait(R, emu, w, sizes, interval):
     rss = []
     for n in sizes:
@@ -276,8 +289,9 @@ def fig_wait(R, emu, w, sizes, interval):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         p.wait()
         rss.append(rusage_of(p))
-        cyc = cycles_of([r for r in emu.requests(seq) if r["path"] == "/graphql"])
-        per = max(len(c) for c in cyc) if cyc else 0
+        cyc = read_cycles([r for r in emu.requests(seq) if r["path"] == "/graphql"],
+                          "w%d-0" % n)
+        per = max(cyc) if cyc else 0
         goal = math.ceil(n / 100)
         R.add("`wait` on N=%d runs: requests per poll cycle" % n, "<= %d" % goal,
               "%d (max of %d cycles)" % (per, len(cyc)), per <= goal)
