@@ -164,9 +164,13 @@ struct keyed {
 	size_t i;
 };
 
+/* By key, then in queue order. */
 static int cmp_keyed(const void *a, const void *b)
 {
-	return strcmp(((const struct keyed *)a)->key, ((const struct keyed *)b)->key);
+	const struct keyed *x = a, *y = b;
+	int c = strcmp(x->key, y->key);
+
+	return c ? c : (x->i > y->i) - (x->i < y->i);
 }
 
 static void flush_release(struct flush *f)
@@ -639,8 +643,9 @@ static void print_status(struct wbs_spool *spool)
 	struct wbs_spool_event *events = NULL;
 	struct wbs_error err = { 0 };
 	long long now = (long long)time(NULL) * 1000;
+	struct keyed *keys;
 	long cooldown = 0;
-	size_t n = 0;
+	size_t n = 0, shown, *count;
 
 	if (wbs_spool_pending(spool, &events, &n, &err) < 0) {
 		wbs_err("%s", err.msg);
@@ -650,20 +655,28 @@ static void print_status(struct wbs_spool *spool)
 	if (wbs_spool_breaker_is_open(spool, &cooldown))
 		printf(", W&B marked unavailable for %ld s more", (cooldown + 999) / 1000);
 	putchar('\n');
-	/* per run: count and the age of its oldest change */
-	for (size_t i = 0; i < n; i++) {
-		size_t count = 0;
-		bool seen = false;
-
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = strcmp(events[k].run, events[i].run) == 0;
-		if (seen)
-			continue;
-		for (size_t k = i; k < n; k++)
-			count += strcmp(events[k].run, events[i].run) == 0;
-		printf("%s\t%zu\t%llds\n", events[i].run, count,
-		       (now - events[i].at_ms) / 1000 > 0 ? (now - events[i].at_ms) / 1000 : 0);
+	/* per run, in the order of its oldest change: the count and that change's age */
+	keys = calloc(n ? n : 1, sizeof(*keys));
+	count = calloc(n ? n : 1, sizeof(*count));
+	shown = keys && count ? n : 0;
+	if (shown < n)
+		wbs_err("out of memory");
+	for (size_t i = 0; i < shown; i++)
+		keys[i] = (struct keyed){ events[i].run, i };
+	if (shown > 1)
+		qsort(keys, shown, sizeof(*keys), cmp_keyed);
+	for (size_t a = 0, b; a < shown; a = b) {
+		for (b = a + 1; b < shown && strcmp(keys[b].key, keys[a].key) == 0; b++)
+			;
+		count[keys[a].i] = b - a;
 	}
+	for (size_t i = 0; i < shown; i++)
+		if (count[i] > 0)
+			printf("%s\t%zu\t%llds\n", events[i].run, count[i],
+			       (now - events[i].at_ms) / 1000 > 0 ? (now - events[i].at_ms) / 1000
+								  : 0);
+	free(keys);
+	free(count);
 	wbs_spool_events_free(events, n);
 }
 

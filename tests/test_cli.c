@@ -603,6 +603,16 @@ Test(cli, a_mixed_queue_goes_in_waves_and_keeps_each_runs_order)
 	OK("--project", "proj", "finish", "--exit-code", "0", "b");
 	OK("--project", "proj", "finish", "--exit-code", "3", "c");
 	OK("--project", "proj", "finish", "a");
+	/* per run, in the order of its oldest change */
+	CLI(&emu, &r, "flush", "--status");
+	cr_assert_not_null(strstr(r.out, ": 8 changes queued"), "%s", r.out);
+	{
+		const char *a = strstr(r.out, "\n-/proj/a\t2\t"), *b = strstr(r.out, "\n-/proj/b\t3\t"),
+			   *c = strstr(r.out, "\n-/proj/c\t3\t");
+
+		cr_assert(a && b && c && a < b && b < c, "%s", r.out);
+	}
+	cli_result_release(&r);
 	emu_clear_faults(&emu);
 	before = emu_request_count(&emu);
 	OK("flush");
