@@ -216,6 +216,25 @@ Test(spool, a_torn_last_line_is_ignored_and_overwritten)
 	free(p);
 }
 
+/* A NUL inside a line damages that line only: the events after it are still read. */
+Test(spool, a_nul_inside_a_line_skips_that_line_only)
+{
+	static const char damaged[] = "{\"seq\":2,\"run\":\"e/p/b\",\0\"argv\":[\"x\"]}\n"
+				      "{\"seq\":3,\"run\":\"e/p/c\",\"argv\":[\"finish\"]}\n";
+	char path[128], *p;
+	int fd;
+
+	add("e/p/a", "start");
+	snprintf(path, sizeof(path), "%s/queue", wbs_spool_dir(spool));
+	fd = open(path, O_WRONLY | O_APPEND);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, damaged, sizeof(damaged) - 1), (ssize_t)sizeof(damaged) - 1);
+	close(fd);
+	p = pending_joined();
+	cr_assert_str_eq(p, "1:start,3:finish");
+	free(p);
+}
+
 Test(spool, a_full_spool_refuses_loudly)
 {
 	struct wbs_error err = { 0 };
