@@ -918,6 +918,33 @@ Test(slurm, a_users_queue_is_delivered_by_roots_flush_as_that_user)
 	assert_runs(""); /* nothing got through */
 	emu_clear_faults(&emu);
 
+	/* the user has no key the timer can read (theirs was only for the submit): told, kept */
+	{
+		char off[300];
+
+		snprintf(off, sizeof(off), "%s.off", netrc_path);
+		cr_assert_eq(rename(netrc_path, off), 0);
+		cli_run(&emu, (const char *const[]){ cluster.spool_env, NULL },
+			(const char *const[]){ "flush", "--all-users", NULL }, &r);
+		cr_assert_eq(rename(off, netrc_path), 0);
+		cr_assert_eq(r.status, 0, "flush --all-users exited %d: %s", r.status, r.err);
+		cr_assert_not_null(strstr(r.out, TEST_USER ": no W&B API key of theirs; 3 changes "
+							  "wait for their next wbsched"),
+				   "%s", r.out);
+		cli_result_release(&r);
+		assert_runs("");
+	}
+
+	/* W&B still down: the round stops with 69, the user's messages named */
+	emu_fault(&emu, "{\"blackhole\":true,\"times\":-1}");
+	cli_run(&emu, (const char *const[]){ cluster.spool_env, NULL },
+		(const char *const[]){ "--set", "budget_ms=300", "flush", "--all-users", NULL }, &r);
+	emu_clear_faults(&emu);
+	cr_assert_eq(r.status, 69, "flush --all-users exited %d: %s", r.status, r.err);
+	cr_assert_not_null(strstr(r.err, "wbsched: " TEST_USER ": W&B unavailable"), "%s", r.err);
+	cr_assert_not_null(strstr(r.err, "3 changes still queued"), "%s", r.err);
+	cli_result_release(&r);
+
 	/* as the timer runs it: root, whose key W&B refuses */
 	cli_run(&emu,
 		(const char *const[]){ cluster.spool_env, "WANDB_API_KEY=not-the-emulators-key",
